@@ -1,0 +1,273 @@
+"""From a composed config to plain Python objects — the only module below the CLI that imports Hydra/OmegaConf.
+
+Runtime facts the YAML cannot know are passed here: the channels of the generator layers a method uses (so
+projection heads are built eagerly), the device, the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from i2i.compat.published import infer_generator_kwargs, strip_module_prefix
+from i2i.data.errors import DataError
+from i2i.engine.loop import LoopConfig, NonFiniteLossError, Trainer
+from i2i.engine.state import CheckpointError, is_checkpoint, safe_load
+from i2i.models.layers import init_weights
+
+log = logging.getLogger("i2i")
+
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the fix."""
+
+
+#: errors caused by the user's input: the CLI prints their one-line message instead of a traceback
+USER_ERRORS = (DataError, CheckpointError, NonFiniteLossError, ConfigError)
+
+#: samplers selectable with ``method.sampler=<name>``
+SAMPLERS = {"random": "i2i.samplers.random.RandomSampler"}
+
+#: keys of a component config that are not constructor arguments
+_META_KEYS = ("name", "init_type", "init_gain", "sampler", "sampler_options")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def to_dict(node) -> dict:
+    """Resolved plain-dict copy of a config node (or a dict)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def instantiate(node, drop: tuple[str, ...] = _META_KEYS, **extra):
+    """Instantiate ``node['_target_']`` with the node's keys (minus ``drop``) and ``extra`` keyword arguments."""
+    kwargs = to_dict(node)
+    target = kwargs.pop("_target_")
+    for key in drop:
+        kwargs.pop(key, None)
+    kwargs.update(extra)
+    return get_class(target)(**kwargs)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: CUDA is not available on this machine — use device=auto or device=cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_generator(gcfg, input_nc: int | None = None) -> torch.nn.Module:
+    """ResnetGenerator from ``generator`` config, initialised as published (xavier, gain 0.02)."""
+    extra = {"input_nc": input_nc} if input_nc is not None else {}
+    G = instantiate(gcfg, **extra)
+    return init_weights(G, gcfg.get("init_type", "xavier"), gcfg.get("init_gain", 0.02))
+
+
+def build_discriminator(dcfg) -> torch.nn.Module:
+    D = instantiate(dcfg)
+    return init_weights(D, dcfg.get("init_type", "xavier"), dcfg.get("init_gain", 0.02))
+
+
+def build_sampler(mcfg):
+    name = mcfg.get("sampler", "random")
+    if name not in SAMPLERS:
+        raise ConfigError(f"method.sampler={name!r} is not known: use one of {', '.join(SAMPLERS)}")
+    return get_class(SAMPLERS[name])(**to_dict(mcfg.get("sampler_options") or {}))
+
+
+def build_method(cfg, G) -> torch.nn.Module:
+    """The method, given the generator (its feature channels size the projection heads)."""
+    mcfg = cfg.method
+    extra = {"sampler": build_sampler(mcfg)} if "sampler" in mcfg else {}
+    if "nce_layers" in mcfg:
+        layers = list(mcfg.nce_layers)
+        try:
+            extra["feature_channels"] = G.feature_channels(layers)
+        except ValueError as e:
+            raise ConfigError(f"method.nce_layers={layers}: {e}") from None
+    return instantiate(mcfg, init_type=cfg.generator.get("init_type", "xavier"),
+                       init_gain=cfg.generator.get("init_gain", 0.02), **extra)
+
+
+def build_dataset(dcfg, seed: int, phase: str = "train"):
+    """UnpairedDataset for ``data`` (the synthetic domains are generated on first use)."""
+    from i2i.data.unaligned import UnpairedDataset
+
+    if dcfg.get("kind") != "unpaired":
+        raise ConfigError(f"data={dcfg.get('name')} is a single folder: training needs an unpaired dataset "
+                          "(data=horse2zebra, data=synthetic, ... with data.root=<dir with trainA/trainB>)")
+    if "synthetic" in dcfg:
+        from i2i.data.synthetic import make_synthetic_dataset
+
+        s = dcfg.synthetic
+        make_synthetic_dataset(dcfg.root, seed=s.seed, size=s.size, n_train=s.n_train, n_test=s.n_test)
+    return UnpairedDataset(root=dcfg.root, phase=phase, direction=dcfg.direction, channels=dcfg.channels,
+                           load_size=dcfg.load_size, crop_size=dcfg.crop_size, preprocess=dcfg.preprocess,
+                           flip=dcfg.flip, serial_batches=dcfg.serial_batches, max_dataset_size=dcfg.max_dataset_size,
+                           seed=seed, on_error=dcfg.get("on_error", "raise"))
+
+
+# ---------------------------------------------------------------------------------------------- training
+def prepare_run_dir(cfg) -> tuple[Path, Path | None]:
+    """Check the run directory against ``resume`` and return (run_dir, checkpoint to resume or None)."""
+    run_dir = Path(cfg.run_dir)
+    last = run_dir / "ckpt" / "last.pt"
+    if cfg.resume is None:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"run directory {run_dir} is not empty: continue it with resume=auto, or start a new "
+                              "run with another name=<name>")
+        return run_dir, None
+    if cfg.resume == "auto":
+        return run_dir, last if last.is_file() else None
+    path = Path(cfg.resume)
+    path = path / "ckpt" / "last.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"resume={cfg.resume}: no such checkpoint — give a ckpt/*.pt file, a run dir, or resume=auto")
+    return run_dir, path
+
+
+def write_run_config(cfg, run_dir: Path) -> None:
+    """Resolved config and command-line overrides into ``<run>/.hydra/`` (Hydra itself writes nothing)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+
+
+def loop_config(cfg, device: torch.device) -> LoopConfig:
+    t, o = cfg.train, cfg.optim
+    amp = t.amp if t.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
+    fused = o.fused if o.fused != "auto" else device.type == "cuda"
+    return LoopConfig(n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay, warmup_epochs=t.warmup_epochs,
+                      batch_size=t.batch_size, max_steps=t.max_steps, num_workers=t.num_workers, log_every=t.log_every,
+                      sample_every=t.sample_every, ckpt_every=t.ckpt_every, save_epoch_every=t.save_epoch_every,
+                      eval_every_epochs=cfg.get("eval", {}).get("every_epochs", 0) or 0, amp=amp,
+                      no_crop_after_epoch=cfg.data.get("no_crop_after_epoch"), on_nonfinite=t.on_nonfinite,
+                      seed=cfg.seed, lr_g=o.lr_g, lr_d=o.lr_d, lr_f=o.lr_f, betas=tuple(o.betas), fused_adam=bool(fused),
+                      tensorboard=t.tensorboard)
+
+
+def build_trainer(cfg, run_dir: Path) -> Trainer:
+    """Everything a run needs, on its device, wrapped in a :class:`Trainer`."""
+    from i2i.data.sampler import build_loader
+
+    device = resolve_device(cfg.device)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    seed_everything(cfg.seed)
+    dataset = build_dataset(cfg.data, cfg.seed)
+    G = build_generator(cfg.generator)
+    D = build_discriminator(cfg.discriminator)
+    method = build_method(cfg, G)
+    gan_loss = instantiate(cfg.gan_loss)
+    G, D, method = G.to(device), D.to(device), method.to(device)
+    lcfg = loop_config(cfg, device)
+    pin = device.type == "cuda"
+
+    def loader(ds, epoch: int, start_step: int):
+        return build_loader(ds, batch_size=lcfg.batch_size, num_workers=lcfg.num_workers, seed=cfg.seed, epoch=epoch,
+                            start_step=start_step, pin_memory=pin)
+
+    return Trainer(G, D, method, gan_loss, dataset, lcfg, run_dir, device, to_dict(cfg), loader)
+
+
+def run_training(cfg: DictConfig) -> Trainer:
+    """``train``: check the run dir, build, resume if asked, train, and say where the results are."""
+    run_dir, resume_from = prepare_run_dir(cfg)
+    trainer = build_trainer(cfg, run_dir)  # validates data and config before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_config(cfg, run_dir)
+    if resume_from is not None:
+        trainer.resume(resume_from)
+        print(f"i2i: resumed {resume_from} at step {trainer.step} (epoch {trainer.epoch})", file=sys.stderr)
+    trainer.fit()
+    print(f"i2i: run finished at step {trainer.step}: {run_dir} (checkpoint {run_dir / 'ckpt' / 'last.pt'})",
+          file=sys.stderr)
+    return trainer
+
+
+# ---------------------------------------------------------------------------------------------- inference
+def load_generator(ckpt: str | Path, which: str = "last.pt") -> tuple[torch.nn.Module, dict]:
+    """Generator from a run dir, an i2i checkpoint or a published ``latest_net_G.pth``.
+
+    Returns:
+        (G on CPU in eval mode, info dict with ``source``, ``path``, ``cfg`` (our checkpoints) and ``channels``).
+    """
+    path = Path(ckpt)
+    if path.is_dir():
+        path = path / "ckpt" / which
+    state = safe_load(path)
+    if is_checkpoint(state):
+        run_cfg = state["cfg"]
+        G = build_generator(OmegaConf.create(run_cfg["generator"]))
+        G.load_state_dict(state["G"])
+        info = {"source": "i2i", "path": str(path), "cfg": run_cfg, "channels": run_cfg["data"]["channels"],
+                "step": state["step"], "epoch": state["epoch"]}
+    else:
+        if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+            raise CheckpointError(f"{path}: neither an i2i checkpoint nor a generator state_dict")
+        state = strip_module_prefix(state)
+        try:
+            kwargs = infer_generator_kwargs(state)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        from i2i.models.generators import ResnetGenerator
+
+        G = ResnetGenerator(**kwargs)
+        G.load_state_dict(state)
+        info = {"source": "published", "path": str(path), "cfg": None, "channels": kwargs["output_nc"],
+                "generator": kwargs}
+    return G.eval(), info
+
+
+def run_test(cfg: DictConfig) -> Path:
+    """``i2i-test``: translate a folder (or a dataset's test split) and write images and a gallery."""
+    from i2i.data.folder import ImageFolderDataset
+    from i2i.engine.translate import translate_dataset
+
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    G, info = load_generator(cfg.ckpt, cfg.which)
+    channels = cfg.data.get("channels") or info["channels"]
+    if cfg.data.kind == "folder":
+        src = Path(cfg.data.root)
+    else:
+        src = Path(cfg.data.root) / ("testA" if cfg.data.direction == "AtoB" else "testB")
+    if not src.is_dir():
+        raise DataError(f"{src}: no such image folder — set data.root=<folder of images> (data=folder) or "
+                        "download the dataset (bash scripts/download_dataset.sh <name>)")
+    dataset = ImageFolderDataset(src, channels=channels, size_multiple=cfg.size_multiple, resize=cfg.resize,
+                                 max_dataset_size=cfg.num_images)
+    ckpt_path = Path(info["path"])
+    if cfg.out_dir is not None:
+        out_dir = Path(cfg.out_dir)
+    elif info["source"] == "i2i" and ckpt_path.parent.name == "ckpt":
+        out_dir = ckpt_path.parent.parent / f"test_{ckpt_path.stem}"
+    else:
+        out_dir = Path("results") / ckpt_path.stem
+    stems = translate_dataset(G.to(device), dataset, out_dir, device, batch_size=cfg.batch_size)
+    (out_dir / "info.json").write_text(json.dumps({"checkpoint": info["path"], "source": info["source"],
+                                                  "input_dir": str(src), "n_images": len(stems)}, indent=2))
+    print(f"i2i: translated {len(stems)} images from {src}: {out_dir}/fake_B/ (gallery {out_dir / 'index.html'})",
+          file=sys.stderr)
+    return out_dir

@@ -1,0 +1,28 @@
+"""``i2i-test ckpt=<run dir | checkpoint | latest_net_G.pth> data=<dataset | folder> [out_dir=...]``: translate images.
+
+Also installed as ``test`` (bash's builtin ``test`` shadows it in an interactive shell) and reachable as
+``python -m i2i test``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from i2i.cli.common import config_dir, run_cli
+
+
+@hydra.main(config_path=config_dir(), config_name="test", version_base="1.3")
+def _main(cfg: DictConfig) -> None:
+    from i2i.build import run_test
+
+    run_cli(run_test, cfg)
+
+
+def main() -> None:
+    """Console entry point."""
+    _main()
+
+
+if __name__ == "__main__":
+    main()

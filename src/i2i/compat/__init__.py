@@ -1,0 +1,1 @@
+"""Loading files written by the published implementations (CUT, FastCUT, QS-Attn, EnCo, CycleGAN/ASGIT)."""

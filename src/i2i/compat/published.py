@@ -1,0 +1,47 @@
+"""Generators saved by the published code (``latest_net_G.pth``): plain state_dicts with ``model.<i>.…`` keys.
+
+Our :class:`~i2i.models.generators.ResnetGenerator` has the same keys, so such a file loads as it is; this module
+only strips a DataParallel ``module.`` prefix (CUT PR #111) and infers the architecture from the keys and shapes
+(reference facts §10): ngf and input/output channels from the first/last conv, anti-aliasing from the ``filt``
+buffers, the block count from the ``conv_block`` indices, batch norm from running statistics, dropout from the
+position of the second block conv.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+
+def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove a leading ``module.`` (DataParallel/DDP) from every key."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def infer_generator_kwargs(state: dict[str, torch.Tensor]) -> dict:
+    """ResnetGenerator keyword arguments that reproduce ``state``'s keys and shapes.
+
+    Raises:
+        ValueError: the dict is not a ResNet generator state_dict.
+    """
+    if "model.1.weight" not in state:
+        raise ValueError("not a ResNet generator state_dict (no model.1.weight): expected a latest_net_G.pth "
+                         "written by the CUT / FastCUT / QS-Attn / EnCo / CycleGAN code")
+    first = state["model.1.weight"]
+    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
+    last_idx = max(int(k.split(".")[1]) for k in state if re.match(r"model\.\d+\.weight$", k))
+    antialias = "model.7.filt" in state
+    after_blocks = blocks[-1] + 1 if blocks else (11 if antialias else 10) + 1
+    return {
+        "input_nc": int(first.shape[1]),
+        "output_nc": int(state[f"model.{last_idx}.weight"].shape[0]),
+        "ngf": int(first.shape[0]),
+        "n_blocks": len(blocks),
+        "norm": "batch" if any(k.endswith("running_mean") for k in state) else "instance",
+        "antialias": antialias,
+        "antialias_up": f"model.{after_blocks}.filt" in state,
+        "use_dropout": any(".conv_block.6.weight" in k for k in state),
+    }

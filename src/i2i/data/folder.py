@@ -1,0 +1,130 @@
+"""Single-folder dataset for inference (style-anchors §7.2, complaints #6 and #10).
+
+The published test path needs both domains (``KeyError: 'B'``, CUT #45) and resizes every image to
+a 256 square. Here a folder (or a list of folders, e.g. ``root/testA``, or single files) of source
+images is enough; images keep their size and are padded (reflect) up to a multiple of
+``size_multiple`` so the ResNet generator's two stride-2 stages divide evenly, and
+:func:`crop_to_size` cuts the output back to the input size.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from i2i.data.errors import DataError
+from i2i.data.images import check_channels, is_image_file, list_images, load_image, to_tensor
+from i2i.data.transforms import make_multiple
+from i2i.data.validate import check_images
+
+PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def collect_images(roots: PathOrPaths, max_dataset_size: int | None = None) -> list[str]:
+    """Image files of one or more folders (recursive, sorted per folder) or image files, in order.
+
+    Raises:
+        DataError: a missing path, a non-image file, or no images at all.
+    """
+    roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
+    if not roots:
+        raise DataError("data.root: empty list of folders — set data.root to a folder of images")
+    paths: list[str] = []
+    for root in roots:
+        root = os.fspath(root)
+        if os.path.isdir(root):
+            found = list_images(root)
+            if not found:
+                raise DataError(f"{root}: no images found — add images or fix data.root")
+            paths.extend(found)
+        elif os.path.isfile(root) and is_image_file(root):
+            paths.append(root)
+        elif os.path.exists(root):
+            raise DataError(f"{root}: not an image file or folder — set data.root to a folder of images")
+        else:
+            raise DataError(f"{root}: not found — set data.root to an existing folder of images")
+    return paths if max_dataset_size is None else paths[:max_dataset_size]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad [..., H, W] at the bottom and right up to multiples of ``multiple``.
+
+    Reflect padding; replicate where the image is too small to reflect (pad >= size).
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x.unsqueeze(0), (0, pw, 0, ph), mode=mode).squeeze(0)  # [1, C, H, W] -> [C, H', W']
+
+
+def crop_to_size(x: torch.Tensor, h: int | torch.Tensor, w: int | torch.Tensor) -> torch.Tensor:
+    """Cut [..., H', W'] back to the top-left [..., h, w] (undo :func:`pad_to_multiple`).
+
+    ``h`` and ``w`` may be 0-dim or 1-element tensors (e.g. ``batch['orig_size'][0]`` with
+    batch size 1); this reads them on the host, so call it outside any timed GPU step.
+    """
+    return x[..., : int(h), : int(w)]
+
+
+class ImageFolderDataset(Dataset):
+    """Source-domain images for inference; no domain B needed.
+
+    Args:
+        root: a folder (searched recursively), an image file, or a list of those (e.g.
+            ``[root/testA]``).
+        channels: 1, 3 or 4 (see :func:`i2i.data.images.load_image`).
+        size_multiple: H and W are reflect-padded up to a multiple of this (4 for the ResNet
+            generator with two down-samplings).
+        resize: ``None`` keeps the size; an int resizes to a ``resize x resize`` square (BICUBIC, the
+            published test preprocessing with load_size = crop_size), then makes the size a multiple
+            of 4 (published ``__make_power_2``).
+        max_dataset_size: keep at most this many images (``None``: all).
+        validate: check every file header up front.
+
+    Items: 'A' float32 [C, H', W'] in [-1, 1]; 'A_path' str; 'orig_size' LongTensor [2] = (h, w) of
+    the image before padding (crop the output back with :func:`crop_to_size`); 'file_size'
+    LongTensor [2] = (h, w) of the file (differs from 'orig_size' only when ``resize`` is set).
+    Different sizes do not collate: use batch size 1 unless all images share a size.
+    """
+
+    def __init__(
+        self,
+        root: PathOrPaths,
+        channels: int = 3,
+        size_multiple: int = 4,
+        resize: int | None = None,
+        max_dataset_size: int | None = None,
+        validate: bool = True,
+    ) -> None:
+        check_channels(channels)
+        if size_multiple < 1 or (resize is not None and resize < 1):
+            raise DataError(f"size_multiple={size_multiple}, resize={resize}: must be positive")
+        self.paths = collect_images(root, max_dataset_size)
+        self.channels, self.size_multiple, self.resize = channels, size_multiple, resize
+        if validate:
+            check_images(self.paths, channels)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.paths[index]
+        img = load_image(path, self.channels)
+        file_w, file_h = img.size
+        if self.resize is not None:
+            img = make_multiple(img.resize((self.resize, self.resize), Image.BICUBIC), 4)
+        x = to_tensor(img)  # [C, h, w]
+        h, w = x.shape[-2:]
+        return {
+            "A": pad_to_multiple(x, self.size_multiple),  # [C, H', W']
+            "A_path": path,
+            "orig_size": torch.tensor([h, w], dtype=torch.long),
+            "file_size": torch.tensor([file_h, file_w], dtype=torch.long),
+        }

@@ -1,0 +1,178 @@
+"""Unpaired two-domain dataset (published ``UnalignedDataset``, reference-implementations §9).
+
+Published behaviour kept: folders ``<root>/<phase>A`` and ``<root>/<phase>B`` (testA/testB fall back
+to valA/valB), files found recursively and sorted, ``len = max(|A|, |B|)``, ``A = A[i % |A|]``, ``B``
+a uniformly random index (``serial_batches``: ``i % |B|``), A and B transformed independently
+(separate crop and flip), the "no crop during LR decay" switch (published: load_size := crop_size
+once the epoch exceeds ``n_epochs``) — here an explicit call, :meth:`UnpairedDataset.set_no_crop`,
+made by the training loop.
+
+Changes on purpose:
+
+- ``channels`` drives the decoding (published: always RGB; CUT #57).
+- ALL randomness (B index, crops, flips) is a function of ``(seed, epoch, index)`` — never global
+  RNG state — so batches do not depend on the number of workers and a resumed run is exact.
+- ``direction='BtoA'`` swaps the folders here (published: the model swaps the tensors). The source
+  domain is then iterated in order and the target drawn at random; the sampled pairs are
+  distributed alike.
+- ``max_dataset_size`` caps the SORTED list (published caps before sorting).
+- Layout and files are validated up front with one-line errors (:mod:`i2i.data.validate`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+
+import torch
+from torch.utils.data import Dataset
+
+from i2i.data.errors import DataError
+from i2i.data.images import check_channels, list_images, load_image
+from i2i.data.sampler import derive_seed
+from i2i.data.transforms import check_preprocess, transform_image
+from i2i.data.validate import check_images, check_unpaired_root, domain_dir
+
+ON_ERROR = ("raise", "skip")
+
+
+class UnpairedDataset(Dataset):
+    """Unpaired images of two domains with deterministic, index-addressed augmentation.
+
+    Args:
+        root: dataset folder with ``trainA/ trainB/ testA/ testB/`` (``data.root``).
+        phase: 'train' or 'test' (or any ``<phase>A``/``<phase>B`` pair).
+        direction: 'AtoB' or 'BtoA' (BtoA: folder B becomes the returned 'A').
+        channels: 1, 3 or 4 (see :func:`i2i.data.images.load_image`).
+        load_size: resize size before cropping (published 286).
+        crop_size: random crop size (published 256).
+        preprocess: see :data:`i2i.data.transforms.PREPROCESS_MODES`.
+        flip: random horizontal flip.
+        serial_batches: B index = ``i % |B|`` instead of random.
+        max_dataset_size: cap on images per domain (``None``: all).
+        seed: run seed; with the epoch and the index it determines every random choice.
+        on_error: 'raise' -> :class:`DataError` on a file that fails to decode; 'skip' -> warn once
+            per path, count it in :attr:`skipped`, and use the next file of that domain
+            (``(j + 1) % n``, deterministic).
+        validate: check the layout and every file header up front (with ``on_error='skip'`` bad
+            files are only warned about).
+
+    Attributes:
+        skipped: number of distinct files that failed to load and were skipped so far IN THIS
+            PROCESS (each DataLoader worker counts its own; the main process's counter stays 0 when
+            ``num_workers > 0``).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        phase: str = "train",
+        direction: str = "AtoB",
+        channels: int = 3,
+        load_size: int = 286,
+        crop_size: int = 256,
+        preprocess: str = "resize_and_crop",
+        flip: bool = True,
+        serial_batches: bool = False,
+        max_dataset_size: int | None = None,
+        seed: int = 0,
+        on_error: str = "raise",
+        validate: bool = True,
+    ) -> None:
+        check_channels(channels)
+        check_preprocess(preprocess, load_size, crop_size)
+        if on_error not in ON_ERROR:
+            raise DataError(f"data.on_error={on_error!r}: unknown — use 'raise' or 'skip'")
+        if validate:
+            check_unpaired_root(root, phases=(phase,), direction=direction)
+        dirs = [domain_dir(root, phase, d) for d in ("A", "B")]
+        if direction == "BtoA":
+            dirs.reverse()
+        self.root, self.phase, self.direction = os.fspath(root), phase, direction
+        self.dir_A, self.dir_B = (os.fspath(d) for d in dirs)
+        self.A_paths = list_images(self.dir_A, max_dataset_size)
+        self.B_paths = list_images(self.dir_B, max_dataset_size)
+        if not self.A_paths or not self.B_paths:
+            empty = self.dir_A if not self.A_paths else self.dir_B
+            raise DataError(f"{empty}: no images found — add images or fix data.root")
+        self.channels, self.load_size, self.crop_size = channels, load_size, crop_size
+        self.preprocess, self.flip, self.serial_batches = preprocess, flip, serial_batches
+        self.seed, self.on_error = seed, on_error
+        self.epoch, self.no_crop, self.skipped = 0, False, 0
+        self._bad: set[str] = set()
+        if validate:
+            min_size = crop_size if preprocess == "crop" else None
+            mode = "raise" if on_error == "raise" else "warn"
+            check_images(self.A_paths + self.B_paths, channels, min_size, on_error=mode)
+
+    def __len__(self) -> int:
+        return max(len(self.A_paths), len(self.B_paths))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random choices ``__getitem__`` makes (call before building a loader)."""
+        self.epoch = int(epoch)
+
+    def set_no_crop(self, flag: bool) -> None:
+        """Published "no crop during LR decay": when True, load_size := crop_size.
+
+        With ``resize_and_crop`` the image is resized straight to ``crop_size`` (the crop is then the
+        whole image); flipping still applies. The training loop calls this when the data phase
+        changes (published: epochs after ``n_epochs``); call it before building the epoch's loader.
+        """
+        self.no_crop = bool(flag)
+
+    def _rng(self, index: int, stream: str) -> random.Random:
+        return random.Random(derive_seed(self.seed, self.epoch, index, stream))
+
+    def _load(self, paths: list[str], j: int, rng_state: object) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Load and transform ``paths[j]`` (or, with on_error='skip', the next good file)."""
+        load_size = self.crop_size if self.no_crop else self.load_size
+        rng = random.Random()
+        for attempt in range(len(paths)):
+            jj = (j + attempt) % len(paths)
+            path = paths[jj]
+            if path in self._bad:
+                continue
+            rng.setstate(rng_state)  # the same draws whichever file ends up used
+            try:
+                img = load_image(path, self.channels)
+                x, params = transform_image(
+                    img, rng, preprocess=self.preprocess, load_size=load_size,
+                    crop_size=self.crop_size, flip=self.flip, path=path,
+                )
+                return x, params.as_tensor(), jj
+            except DataError as err:
+                if self.on_error == "raise":
+                    raise
+                self._bad.add(path)
+                self.skipped += 1
+                warnings.warn(f"skipping {err}", stacklevel=2)
+        raise DataError(f"{os.path.dirname(paths[j])}: every image failed to load — fix or replace the files")
+
+    def __getitem__(self, index: int) -> dict:
+        """Sample ``index`` of the current epoch.
+
+        Returns:
+            dict with 'A', 'B' (float32 [C, H, W] in [-1, 1]), 'A_path', 'B_path' (str), 'A_index',
+            'B_index' (int, the files actually used), 'A_params', 'B_params' (LongTensor [5] =
+            top, left, load_h, load_w, flipped).
+        """
+        index = int(index)
+        n_a, n_b = len(self.A_paths), len(self.B_paths)
+        b_index = index % n_b if self.serial_batches else self._rng(index, "B_index").randrange(n_b)
+        a, a_params, a_idx = self._load(self.A_paths, index % n_a, self._rng(index, "A").getstate())
+        b, b_params, b_idx = self._load(self.B_paths, b_index, self._rng(index, "B").getstate())
+        return {
+            "A": a, "B": b,
+            "A_path": self.A_paths[a_idx], "B_path": self.B_paths[b_idx],
+            "A_index": a_idx, "B_index": b_idx,
+            "A_params": a_params, "B_params": b_params,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"UnpairedDataset(root={self.root!r}, phase={self.phase!r}, direction={self.direction!r}, "
+            f"|A|={len(self.A_paths)}, |B|={len(self.B_paths)}, preprocess={self.preprocess!r}, "
+            f"load_size={self.load_size}, crop_size={self.crop_size}, no_crop={self.no_crop})"
+        )

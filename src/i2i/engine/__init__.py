@@ -1,0 +1,1 @@
+"""The training engine: the one loop, the checkpointed state and the schedules."""

@@ -1,0 +1,303 @@
+"""The one training loop, for every method.
+
+Per step (``method.update_order`` decides whether D or G goes first)::
+
+    out = method.forward_G(G, batch)            # one generator pass for real A (and real B for identity)
+    D step: backward(sum(method.discriminator_losses(...))); opt_D.step()
+    G step: backward(sum(method.generator_losses(...)));     opt_G.step(); opt_F.step()
+
+No host-device synchronisation happens inside a step: loss terms are accumulated on the device and read back
+every ``log_every`` steps. Learning rates and the data phase are pure functions of the epoch, so a resumed
+run continues with the same rates, optimizer moments, RNG streams and data order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from i2i.engine import schedule
+from i2i.engine.state import FORMAT, atomic_torch_save, capture_rng, restore_rng, safe_load, CheckpointError
+from i2i.losses.gan import GANLoss
+from i2i.utils.images import make_grid, save_image
+from i2i.utils.runlog import RunLogger
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite."""
+
+
+@dataclass
+class LoopConfig:
+    """Settings of the loop (``train.*`` and ``optim.*`` in the config)."""
+
+    n_epochs: int = 200
+    n_epochs_decay: int = 200
+    warmup_epochs: int = 0
+    batch_size: int = 1
+    max_steps: int | None = None
+    num_workers: int = 4
+    log_every: int = 100
+    sample_every: int = 1000
+    ckpt_every: int = 5000
+    save_epoch_every: int = 5
+    eval_every_epochs: int = 0
+    amp: str = "none"
+    no_crop_after_epoch: int | None = None
+    on_nonfinite: str = "raise"
+    seed: int = 0
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    lr_f: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    fused_adam: bool = False
+    tensorboard: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _set_requires_grad(params, flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+class Trainer:
+    """Owns the networks, optimizers and state of one run; :meth:`fit` is the loop.
+
+    Args:
+        G: generator.
+        D: discriminator.
+        method: the :class:`~i2i.methods.base.Method`.
+        gan_loss: adversarial objective.
+        dataset: unpaired training dataset (``set_epoch``, ``set_no_crop``).
+        cfg: loop settings.
+        run_dir: run directory (created by the caller).
+        device: where to train.
+        config_dict: resolved config stored in every checkpoint.
+        build_loader: ``f(dataset, epoch, start_step) -> iterable of batches``.
+        evaluate: optional ``f(trainer, epoch) -> dict[str, float]`` (lower is better) run every
+            ``eval_every_epochs``.
+    """
+
+    def __init__(self, G: nn.Module, D: nn.Module, method: nn.Module, gan_loss: GANLoss, dataset, cfg: LoopConfig,
+                 run_dir: str | Path, device: torch.device, config_dict: dict, build_loader: Callable,
+                 evaluate: Callable | None = None, is_main: bool = True, world_size: int = 1) -> None:
+        self.G, self.D, self.method, self.gan_loss, self.dataset = G, D, method, gan_loss, dataset
+        self.cfg, self.run_dir, self.device, self.config_dict = cfg, Path(run_dir), device, config_dict
+        self.build_loader, self.evaluate, self.is_main, self.world_size = build_loader, evaluate, is_main, world_size
+        self.step, self.best = 0, {}
+        groups = method.param_groups()
+        fused = {"fused": True} if cfg.fused_adam else {}
+        self.params_G = list(G.parameters()) + groups["G"]
+        self.params_D = list(D.parameters()) + groups["D"]
+        self.opt_G = torch.optim.Adam(self.params_G, lr=cfg.lr_g, betas=tuple(cfg.betas), **fused)
+        self.opt_D = torch.optim.Adam(self.params_D, lr=cfg.lr_d, betas=tuple(cfg.betas), **fused)
+        self.opt_F = torch.optim.Adam(groups["F"], lr=cfg.lr_f, betas=tuple(cfg.betas), **fused) if groups["F"] else None
+        self.optimizers = {"opt_G": self.opt_G, "opt_D": self.opt_D}
+        if self.opt_F is not None:
+            self.optimizers["opt_F"] = self.opt_F
+        self.base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
+        self.steps_per_epoch = len(dataset) // (cfg.batch_size * world_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"train.batch_size={cfg.batch_size} x {world_size} process(es) is larger than the "
+                             f"dataset ({len(dataset)} images): lower train.batch_size")
+        total = (cfg.n_epochs + cfg.n_epochs_decay) * self.steps_per_epoch
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps is not None else total
+        self.logger = RunLogger(self.run_dir, cfg.tensorboard, enabled=is_main)
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
+        self._sums: dict[str, torch.Tensor] = {}
+        self._first_bad: dict[str, torch.Tensor] = {}
+        self._count = 0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def epoch(self) -> int:
+        """Current 1-based epoch."""
+        return self.step // self.steps_per_epoch + 1
+
+    def state_dict(self) -> dict:
+        unwrap = lambda m: getattr(m, "module", m)  # noqa: E731 (DDP / compiled wrappers)
+        state = {"format": FORMAT, "version": 1, "step": self.step, "epoch": self.epoch,
+                 "G": unwrap(self.G).state_dict(), "D": unwrap(self.D).state_dict(),
+                 "method": unwrap(self.method).state_dict(), "rng": capture_rng(), "best": self.best,
+                 "cfg": self.config_dict}
+        state.update({name: opt.state_dict() for name, opt in self.optimizers.items()})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        unwrap = lambda m: getattr(m, "module", m)  # noqa: E731
+        unwrap(self.G).load_state_dict(state["G"])
+        unwrap(self.D).load_state_dict(state["D"])
+        unwrap(self.method).load_state_dict(state["method"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+        self.step, self.best = int(state["step"]), dict(state.get("best", {}))
+        restore_rng(state["rng"])
+
+    def save(self, name: str = "last.pt") -> Path:
+        path = self.run_dir / "ckpt" / name
+        if self.is_main:
+            self._check_finite_weights(path)
+            atomic_torch_save(self.state_dict(), path)
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        state = safe_load(path, map_location=self.device)
+        if state.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not an i2i training checkpoint — resume expects <run>/ckpt/last.pt")
+        self.load_state_dict(state)
+
+    def _check_finite_weights(self, path: Path) -> None:
+        for name, net in (("G", self.G), ("D", self.D), ("method", self.method)):
+            for p in net.parameters():
+                if not torch.isfinite(p).all():
+                    raise NonFiniteLossError(f"step {self.step}: {name} has non-finite weights; refusing to write "
+                                             f"{path} (the previous checkpoint is kept)")
+
+    # ------------------------------------------------------------------ one step
+    def _backward_step(self, terms: dict[str, torch.Tensor], optimizers: list) -> None:
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        for opt in optimizers:
+            opt.step()
+
+    def train_step(self, batch: dict) -> dict:
+        """One optimisation step on a device batch; returns the method's outputs (for samples)."""
+        with self.autocast():
+            out = self.method.forward_G(self.G, batch)
+        terms_all = {}
+        for phase in self.method.update_order:
+            if phase == "D":
+                _set_requires_grad(self.params_D, True)
+                with self.autocast():
+                    terms = self.method.discriminator_losses(self.D, batch, out, self.gan_loss)
+                self._backward_step(terms, [self.opt_D])
+            else:
+                _set_requires_grad(self.params_D, False)
+                with self.autocast():
+                    terms = self.method.generator_losses(self.G, self.D, batch, out, self.gan_loss)
+                self._backward_step(terms, [self.opt_G] + ([self.opt_F] if self.opt_F else []))
+            terms_all.update(terms)
+        _set_requires_grad(self.params_D, True)
+        self._accumulate(terms_all)
+        return out
+
+    def _accumulate(self, terms: dict[str, torch.Tensor]) -> None:
+        step = torch.tensor(self.step + 1, device=self.device)
+        for name, value in terms.items():
+            v = value.detach().float()
+            if name not in self._sums:
+                self._sums[name] = torch.zeros((), device=self.device)
+                self._first_bad[name] = torch.full((), -1, device=self.device, dtype=torch.long)
+            self._sums[name] += v
+            bad = ~torch.isfinite(v) & (self._first_bad[name] < 0)
+            self._first_bad[name] = torch.where(bad, step, self._first_bad[name])
+        self._count += 1
+
+    # ------------------------------------------------------------------ the loop
+    def _set_epoch(self, epoch: int) -> None:
+        factor = schedule.lr_factor(epoch, self.cfg.n_epochs, self.cfg.n_epochs_decay, self.cfg.warmup_epochs)
+        for name, opt in self.optimizers.items():
+            for group, base in zip(opt.param_groups, self.base_lr[name]):
+                group["lr"] = base * factor
+        self.dataset.set_epoch(epoch)
+        self.dataset.set_no_crop(schedule.no_crop_phase(epoch, self.cfg.no_crop_after_epoch))
+        self.method.set_epoch(epoch)
+
+    def fit(self) -> None:
+        """Train from ``self.step`` to ``total_steps``, logging, sampling, checkpointing and evaluating."""
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, dynamic_ncols=True,
+                   desc=self.run_dir.name)
+        self._t0, self._s0 = time.perf_counter(), self.step
+        out = batch = None
+        try:
+            while self.step < self.total_steps:
+                epoch = self.epoch
+                self._set_epoch(epoch)
+                start = self.step % self.steps_per_epoch
+                for batch in self.build_loader(self.dataset, epoch, start):
+                    batch = _to_device(batch, self.device)
+                    out = self.train_step(batch)
+                    self.step += 1
+                    bar.update(1)
+                    self._periodic(batch, out, bar)
+                    if self.step >= self.total_steps or self.step % self.steps_per_epoch == 0:
+                        break
+                if self.step % self.steps_per_epoch == 0:
+                    self._end_of_epoch(self.step // self.steps_per_epoch)
+        finally:
+            bar.close()
+        if self._count:
+            self._log(bar)
+        self.save("last.pt")
+        self.logger.close()
+
+    def _periodic(self, batch: dict, out: dict, bar) -> None:
+        c = self.cfg
+        if c.log_every and self.step % c.log_every == 0:
+            self._log(bar)
+        if c.sample_every and self.step % c.sample_every == 0 and self.is_main:
+            self.write_samples(batch, out)
+        if c.ckpt_every and self.step % c.ckpt_every == 0:
+            self.save("last.pt")
+
+    def _end_of_epoch(self, epoch: int) -> None:
+        if self.cfg.save_epoch_every and epoch % self.cfg.save_epoch_every == 0:
+            self.save(f"epoch_{epoch:04d}.pt")
+        if self.evaluate is not None and self.cfg.eval_every_epochs and epoch % self.cfg.eval_every_epochs == 0:
+            self.run_evaluation(epoch)
+
+    def run_evaluation(self, epoch: int) -> dict:
+        """Evaluate, log to ``metrics.jsonl``, keep ``best_<metric>.pt`` (lower is better)."""
+        values = self.evaluate(self, epoch) or {}
+        if self.is_main and values:
+            self.logger.scalars(self.step, {f"Metrics/{k}": v for k, v in values.items()}, {"epoch": epoch},
+                                file="metrics.jsonl")
+            for name, v in values.items():
+                if name in self.best and self.best[name]["value"] <= v:
+                    continue
+                self.best[name] = {"value": v, "epoch": epoch, "step": self.step}
+                self.save(f"best_{name}.pt")
+        return values
+
+    def _log(self, bar) -> None:
+        """Read the accumulated terms back (one synchronisation per ``log_every`` steps) and write them."""
+        names = list(self._sums)
+        means = (torch.stack([self._sums[n] for n in names]) / max(self._count, 1)).tolist()
+        first_bad = torch.stack([self._first_bad[n] for n in names]).tolist()
+        for name, bad in zip(names, first_bad):
+            if bad >= 0 and self.cfg.on_nonfinite == "raise":
+                raise NonFiniteLossError(f"loss term {name} became non-finite at step {bad}: lower the learning "
+                                         "rate, check the data, or set train.on_nonfinite=skip")
+        now = time.perf_counter()
+        steps = max(self.step - self._s0, 1)
+        sec_per_iter = (now - self._t0) / steps
+        values = {f"Loss/{n}": m for n, m in zip(names, means)}
+        values.update({"Timing/sec_per_iter": sec_per_iter,
+                       "Timing/images_per_sec": self.cfg.batch_size * self.world_size / max(sec_per_iter, 1e-12)})
+        for name, opt in self.optimizers.items():
+            values[f"LR/{name[4:]}"] = opt.param_groups[0]["lr"]
+        self.logger.scalars(self.step, values, {"epoch": self.epoch})
+        bar.set_postfix({n: f"{m:.3g}" for n, m in zip(names, means)}, refresh=False)
+        self._sums, self._first_bad, self._count = {}, {}, 0
+        self._t0, self._s0 = now, self.step
+
+    def write_samples(self, batch: dict, out: dict) -> None:
+        """Save the sample grid (columns from ``method.visuals``) as PNG and to TensorBoard."""
+        grid = make_grid(self.method.visuals(batch, out))
+        save_image(grid, self.run_dir / "samples" / f"step_{self.step:08d}.png")
+        self.logger.image("samples", grid, self.step)
+        self.logger.flush()
+

@@ -1,0 +1,24 @@
+"""Learning-rate and data schedules, as pure functions of the (1-based) epoch.
+
+The linear policy is the published one (reference facts §4)::
+
+    factor(epoch) = 1 - max(0, epoch - n_epochs) / (n_epochs_decay + 1)
+
+so the rate is constant for epochs 1..n_epochs and the last epoch runs at base/(n_epochs_decay + 1), not 0.
+EnCo's optional warm-up multiplies by epoch / warmup_epochs for epoch <= warmup_epochs. Because the factor
+depends on the epoch only, resuming needs no scheduler state.
+"""
+
+from __future__ import annotations
+
+
+def lr_factor(epoch: int, n_epochs: int, n_epochs_decay: int, warmup_epochs: int = 0) -> float:
+    """Multiplier of the base learning rate during ``epoch`` (1-based)."""
+    if warmup_epochs > 0 and epoch <= warmup_epochs:
+        return epoch / warmup_epochs
+    return 1.0 - max(0, epoch - n_epochs) / float(n_epochs_decay + 1)
+
+
+def no_crop_phase(epoch: int, no_crop_after_epoch: int | None) -> bool:
+    """CUT's decay-phase data trick: resize straight to the crop size once ``epoch > no_crop_after_epoch``."""
+    return no_crop_after_epoch is not None and epoch > no_crop_after_epoch

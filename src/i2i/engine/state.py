@@ -1,0 +1,100 @@
+"""Checkpoints: the whole training state, written atomically, read without unpickling code.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (``format: i2i-checkpoint``):
+every network, optimizer, step, epoch, RNG states, best metrics and the resolved config. It is written to a
+temporary file in the same directory, fsynced and renamed over the target, so a crash at any moment leaves
+the previous file intact. It is read with ``torch.load(weights_only=True)``: a file carrying a pickled
+object (code) is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "i2i-checkpoint"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message names the file and the fix."""
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror}) — check the run directory's "
+                              "permissions and free space") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror}) — check the run directory's "
+                              "permissions and free space; the previous checkpoint is untouched") from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_load(path: str | Path, map_location="cpu"):
+    """Load a checkpoint or weights file without executing code (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file — check the path (a run dir holds ckpt/last.pt)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused — the file contains pickled Python objects, which could run code; "
+                              "only plain tensors/state_dicts are loaded (re-save it with torch.save(state_dict))") from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]}) — the file may be "
+                              "truncated or not a PyTorch file") from e
+
+
+def capture_rng() -> dict:
+    """RNG states of Python, NumPy, torch CPU and CUDA as plain containers."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Inverse of :func:`capture_rng`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    np.random.set_state((npst[0], npst[1].numpy().astype(np.uint32), npst[2], npst[3], npst[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def is_checkpoint(obj) -> bool:
+    """True for a dict written by :func:`i2i.engine.loop` (as opposed to a bare state_dict)."""
+    return isinstance(obj, dict) and obj.get("format") == FORMAT

@@ -1,0 +1,43 @@
+"""PatchNCE (Park et al., "Contrastive Learning for Unpaired Image-to-Image Translation", ECCV 2020, Eq. 2-3).
+
+For every query patch q_i (from the translated image) the positive is the key k_i at the same location of the
+source image, the negatives are the other sampled keys. As in the published code (reference facts §4):
+keys are detached, logits are cosines / tau, and a query's own key is removed from the negatives by writing
+-10 into the cosine diagonal (not -inf) before dividing by tau. Negatives come from the same image ("internal
+negatives", the paper's choice) or from the whole minibatch (``negatives="batch"``). The batch size comes
+from the tensors, never from a configured value (CUT #67).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def patch_nce_loss(q: torch.Tensor, k: torch.Tensor, tau: float = 0.07, negatives: str = "image",
+                   diagonal: float = -10.0) -> torch.Tensor:
+    """Per-patch InfoNCE loss.
+
+    Args:
+        q: queries [B, N, C], L2-normalised.
+        k: keys [B, N, C], L2-normalised (detached here).
+        tau: temperature.
+        negatives: ``image`` (other patches of the same image) or ``batch`` (all patches of the minibatch).
+        diagonal: cosine written for each query's own key among the negatives.
+
+    Returns:
+        Loss per patch, [B, N].
+    """
+    if negatives not in ("image", "batch"):
+        raise ValueError(f"negatives={negatives!r}: use 'image' or 'batch'")
+    b, n, c = q.shape
+    k = k.detach()
+    l_pos = (q * k).sum(-1, keepdim=True)  # [B, N, 1]
+    if negatives == "batch":
+        q, k = q.reshape(1, b * n, c), k.reshape(1, b * n, c)
+    l_neg = torch.bmm(q, k.transpose(1, 2))  # [b', N', N']
+    eye = torch.eye(l_neg.shape[-1], device=q.device, dtype=torch.bool)
+    l_neg = l_neg.masked_fill(eye, diagonal).reshape(b, n, -1)  # [B, N, N']
+    logits = torch.cat([l_pos, l_neg], dim=-1).float() / tau  # [B, N, 1+N']
+    target = torch.zeros(b * n, dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits.reshape(b * n, -1), target, reduction="none").reshape(b, n)

