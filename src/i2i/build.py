@@ -35,7 +35,7 @@ class ConfigError(ValueError):
 USER_ERRORS = (DataError, CheckpointError, NonFiniteLossError, ConfigError)
 
 #: samplers selectable with ``method.sampler=<name>``
-SAMPLERS = {"random": "i2i.samplers.random.RandomSampler"}
+SAMPLERS = {"random": "i2i.samplers.random.RandomSampler", "dag": "i2i.samplers.dag.DAGSampler"}
 
 #: keys of a component config that are not constructor arguments
 _META_KEYS = ("name", "init_type", "init_gain", "sampler", "sampler_options")
@@ -89,20 +89,73 @@ def build_sampler(mcfg):
     name = mcfg.get("sampler", "random")
     if name not in SAMPLERS:
         raise ConfigError(f"method.sampler={name!r} is not known: use one of {', '.join(SAMPLERS)}")
-    return get_class(SAMPLERS[name])(**to_dict(mcfg.get("sampler_options") or {}))
+    options = to_dict(mcfg.get("sampler_options") or {})
+    try:
+        return get_class(SAMPLERS[name])(**options)
+    except TypeError as e:
+        raise ConfigError(f"method.sampler_options={options} do not fit method.sampler={name} ({e}): set "
+                          "method.sampler_options={} or options that sampler takes") from None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def feedback_enabled(cfg) -> bool:
+    """Whether ``cfg.feedback`` asks for discriminator-attention feedback (ASGIT)."""
+    fb = cfg.get("feedback")
+    return fb is not None and fb.get("injection", "none") != "none"
+
+
+def generator_input_nc(cfg) -> int | None:
+    """G's input channels: one more than the images with ``feedback.injection=alpha`` (else from the config)."""
+    if feedback_enabled(cfg) and cfg.feedback.injection == "alpha":
+        return int(cfg.data.channels) + 1
+    return None
+
+
+def check_feedback(cfg) -> None:
+    """Feedback needs a discriminator that returns an attention map; say which keys to fix, before any work."""
+    if not feedback_enabled(cfg):
+        return
+    cls = get_class(cfg.discriminator._target_)
+    if not getattr(cls, "returns_attention", False):
+        raise ConfigError(f"feedback={cfg.feedback.get('name')} needs an attention discriminator but "
+                          f"discriminator._target_={cfg.discriminator._target_} returns no map: use discriminator=pha "
+                          "or discriminator=tam (or feedback=none)")
+
+
+def build_feedback(cfg):
+    """The :class:`~i2i.methods.feedback.Feedback` module from ``cfg.feedback`` (None when disabled)."""
+    if not feedback_enabled(cfg):
+        return None
+    try:
+        return instantiate(cfg.feedback, drop=("name", "attention"))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"feedback: {e}") from None
 
 
 def build_method(cfg, G) -> torch.nn.Module:
     """The method, given the generator (its feature channels size the projection heads)."""
     mcfg = cfg.method
     extra = {"sampler": build_sampler(mcfg)} if "sampler" in mcfg else {}
+    if getattr(get_class(mcfg._target_), "two_sided", False):  # CycleGAN: a second G (B->A) and D (domain A)
+        extra["G_BA"] = build_generator(cfg.generator, input_nc=generator_input_nc(cfg))
+        extra["D_A"] = build_discriminator(cfg.discriminator)
     if "nce_layers" in mcfg:
         layers = list(mcfg.nce_layers)
         try:
             extra["feature_channels"] = G.feature_channels(layers)
         except ValueError as e:
             raise ConfigError(f"method.nce_layers={layers}: {e}") from None
-    return instantiate(mcfg, init_type=cfg.generator.get("init_type", "xavier"),
+    if "pairs" in mcfg:  # EnCo: (encoder, decoder) layer pairs of equal shape
+        from i2i.methods.enco import pair_channels
+
+        pairs = [[int(i) for i in p] for p in mcfg.pairs]
+        try:
+            extra["feature_channels"] = pair_channels(G, pairs, cfg.data.crop_size)
+        except ValueError as e:
+            raise ConfigError(f"method.pairs={pairs}: {e} — set method.pairs to same-shape pairs") from None
+    ignored = ("ignore_keys", *(mcfg.get("ignore_keys") or ()))  # keys other methods' presets set (debug=smoke)
+    return instantiate(mcfg, drop=_META_KEYS + ignored, init_type=cfg.generator.get("init_type", "xavier"),
                        init_gain=cfg.generator.get("init_gain", 0.02), **extra)
 
 
@@ -175,10 +228,15 @@ def build_trainer(cfg, run_dir: Path) -> Trainer:
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
     seed_everything(cfg.seed)
+    check_feedback(cfg)
     dataset = build_dataset(cfg.data, cfg.seed)
-    G = build_generator(cfg.generator)
+    G = build_generator(cfg.generator, input_nc=generator_input_nc(cfg))
     D = build_discriminator(cfg.discriminator)
     method = build_method(cfg, G)
+    feedback = build_feedback(cfg)
+    if feedback is not None:  # ASGIT: D's attention fed to G's input, through Method.translate
+        method.feedback = feedback
+        feedback.attach(method.feedback_sources(D))
     gan_loss = instantiate(cfg.gan_loss)
     G, D, method = G.to(device), D.to(device), method.to(device)
     lcfg = loop_config(cfg, device)
@@ -219,7 +277,8 @@ def load_generator(ckpt: str | Path, which: str = "last.pt") -> tuple[torch.nn.M
     state = safe_load(path)
     if is_checkpoint(state):
         run_cfg = state["cfg"]
-        G = build_generator(OmegaConf.create(run_cfg["generator"]))
+        G = build_generator(OmegaConf.create(run_cfg["generator"]),  # 4 inputs after alpha feedback
+                            input_nc=int(state["G"]["model.1.weight"].shape[1]))
         G.load_state_dict(state["G"])
         info = {"source": "i2i", "path": str(path), "cfg": run_cfg, "channels": run_cfg["data"]["channels"],
                 "step": state["step"], "epoch": state["epoch"]}
@@ -240,6 +299,34 @@ def load_generator(ckpt: str | Path, which: str = "last.pt") -> tuple[torch.nn.M
     return G.eval(), info
 
 
+def build_test_feedback(cfg, info: dict, device: torch.device):
+    """Test-time ``prepare(x, batch)`` hook for a run trained with feedback (None otherwise).
+
+    The transfer block comes from the checkpoint's method state; ``feedback_placeholder=ones|discriminator``
+    (default: the run's ``feedback.test_placeholder``) selects the map: all ones (the paper) or the map of the
+    checkpoint's discriminator of the input's domain (CycleGAN: ``D_A``; one-sided methods: the one D).
+    """
+    run_cfg = OmegaConf.create(info["cfg"]) if info.get("cfg") else None
+    if run_cfg is None or not feedback_enabled(run_cfg):
+        return None
+    feedback = build_feedback(run_cfg)
+    state = safe_load(info["path"])
+    own = {k[len("feedback."):]: v for k, v in state["method"].items() if k.startswith("feedback.")}
+    feedback.load_state_dict(own)
+    placeholder = cfg.get("feedback_placeholder") or feedback.test_placeholder
+    if placeholder not in ("ones", "discriminator"):
+        raise ConfigError(f"feedback_placeholder={placeholder!r}: use ones or discriminator")
+    feedback.test_placeholder = placeholder
+    D = None
+    if feedback.test_placeholder == "discriminator":
+        D = build_discriminator(run_cfg.discriminator)
+        d_a = {k[len("D_A."):]: v for k, v in state["method"].items() if k.startswith("D_A.")}
+        D.load_state_dict(d_a or state["D"])
+        D = D.to(device).eval()
+    feedback = feedback.to(device).eval()
+    return lambda x, batch: feedback.test_input(x, D)
+
+
 def run_test(cfg: DictConfig) -> Path:
     """``i2i-test``: translate a folder (or a dataset's test split) and write images and a gallery."""
     from i2i.data.folder import ImageFolderDataset
@@ -252,7 +339,9 @@ def run_test(cfg: DictConfig) -> Path:
     if cfg.data.kind == "folder":
         src = Path(cfg.data.root)
     else:
-        src = Path(cfg.data.root) / ("testA" if cfg.data.direction == "AtoB" else "testB")
+        from i2i.data.validate import domain_dir
+
+        src = Path(domain_dir(cfg.data.root, "test", "A" if cfg.data.direction == "AtoB" else "B"))
     if not src.is_dir():
         raise DataError(f"{src}: no such image folder — set data.root=<folder of images> (data=folder) or "
                         "download the dataset (bash scripts/download_dataset.sh <name>)")
@@ -265,7 +354,8 @@ def run_test(cfg: DictConfig) -> Path:
         out_dir = ckpt_path.parent.parent / f"test_{ckpt_path.stem}"
     else:
         out_dir = Path("results") / ckpt_path.stem
-    stems = translate_dataset(G.to(device), dataset, out_dir, device, batch_size=cfg.batch_size)
+    prepare = build_test_feedback(cfg, info, device)
+    stems = translate_dataset(G.to(device), dataset, out_dir, device, batch_size=cfg.batch_size, prepare=prepare)
     (out_dir / "info.json").write_text(json.dumps({"checkpoint": info["path"], "source": info["source"],
                                                   "input_dir": str(src), "n_images": len(stems)}, indent=2))
     print(f"i2i: translated {len(stems)} images from {src}: {out_dir}/fake_B/ (gallery {out_dir / 'index.html'})",

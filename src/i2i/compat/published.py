@@ -43,5 +43,5 @@ def infer_generator_kwargs(state: dict[str, torch.Tensor]) -> dict:
         "norm": "batch" if any(k.endswith("running_mean") for k in state) else "instance",
         "antialias": antialias,
         "antialias_up": f"model.{after_blocks}.filt" in state,
-        "use_dropout": any(".conv_block.6.weight" in k for k in state),
+        "use_dropout": any(".conv_block.6.weight" in k and v.dim() == 4 for k, v in state.items()),  # conv, not BN
     }

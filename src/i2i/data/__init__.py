@@ -1,5 +1,5 @@
 """Data: unpaired two-domain folders, single-folder inference, transforms, validation, sampling,
-synthetic demo domains. Plain typed arguments only (no hydra/omegaconf here)."""
+synthetic demo domains. Plain typed arguments only: no config objects below build.py."""
 
 from i2i.data.errors import DataError
 from i2i.data.folder import ImageFolderDataset, collect_images, crop_to_size, pad_to_multiple

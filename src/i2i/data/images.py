@@ -128,7 +128,8 @@ def load_image(path: PathLike, channels: int = 3) -> Image.Image:
         - 'P', 'PA': palette expanded (through RGBA), alpha dropped.
         - 'RGBA': alpha DROPPED — the colour values are kept as stored; compositing on a white (or
           any) background is NOT done.
-        - 'CMYK': PIL's conversion (R = 255 - min(255, C + K), likewise G, B).
+        - 'CMYK': PIL's naive conversion without colour management
+          (R = (255 - C)(255 - K) / 255, likewise G, B; embedded ICC profiles are ignored).
         - 'I;16*' (16-bit), 'I' (32-bit int), 'F' (float): scaled to 8 bits by their true range
           (16-bit: ``v / 257``; see :func:`_scale_to_8bit`), then replicated to RGB. (PIL's own
           ``convert`` would clip them at 255.)
@@ -165,7 +166,7 @@ def load_image(path: PathLike, channels: int = 3) -> Image.Image:
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL image -> float32 tensor [C, H, W] in [-1, 1] (published ToTensor + Normalize(0.5, 0.5))."""
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.array(img, dtype=np.uint8)  # a writable copy
     if arr.ndim == 2:
         arr = arr[:, :, None]  # [H, W] -> [H, W, 1]
     x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float()  # [C, H, W] in [0, 255]

@@ -83,8 +83,13 @@ def _blobs(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, np.
     return labels, active
 
 
+CHUNK = 32  # images drawn per generator; image i depends on (seed, domain, size, i // CHUNK) only
+
+
 def render_domain(seed: int, n: int, size: int, domain: str) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` images of domain 'A' (flat blobs) or 'B' (striped blobs).
+
+    Prefix-stable: the first ``m`` images are the same for every ``n >= m``.
 
     Returns:
         (images uint8 [n, H, W, 3], blob masks bool [n, H, W]) — the mask is the geometric ground
@@ -92,7 +97,15 @@ def render_domain(seed: int, n: int, size: int, domain: str) -> tuple[np.ndarray
     """
     if domain not in ("A", "B"):
         raise ValueError(f"domain={domain!r}: use 'A' or 'B'")
-    rng = np.random.default_rng(derive_seed("synthetic", seed, domain, n, size))
+    chunks = [_render_chunk(derive_seed("synthetic", seed, domain, size, c), size, domain) for c in range(-(-n // CHUNK))]
+    images, masks = (np.concatenate(parts)[:n] for parts in zip(*chunks))
+    return images, masks
+
+
+def _render_chunk(seed: int, size: int, domain: str) -> tuple[np.ndarray, np.ndarray]:
+    """:data:`CHUNK` images of one domain from one generator (vectorised over the images)."""
+    n = CHUNK
+    rng = np.random.default_rng(seed)
     bg = _background(rng, n, size)
     img = np.repeat(bg[..., None], 3, axis=-1)  # [n, H, W, 3], exactly gray
     labels, _ = _blobs(rng, n, size)
@@ -191,7 +204,9 @@ def make_synthetic_dataset(
     want = _manifest(seed, size, n_train, n_test)
     if _read_manifest(root) == want:
         return root
-    if root.exists() and any(root.iterdir()) and _read_manifest(root) is None:
+    existing = _read_manifest(root)
+    ours = isinstance(existing, dict) and existing.get("generator") == want["generator"]
+    if root.exists() and any(root.iterdir()) and not ours:
         raise DataError(f"{root}: exists and is not a synthetic dataset (no {MANIFEST}) — choose another data.root")
     root.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_tmp(root)

@@ -61,13 +61,22 @@ class Method(nn.Module):
     def discriminator_losses(self, D: nn.Module, batch: dict, out: dict, gan_loss: GANLoss) -> dict[str, torch.Tensor]:
         """LSGAN-style D objective: 0.5 * (loss(D(fake), 0) + loss(D(real_B), 1))."""
         pred_fake = self.discriminate(D, out["fake_B"].detach())
-        pred_real = self.discriminate(D, batch["B"])
+        pred_real = D(batch["B"])
+        if isinstance(pred_real, tuple):  # attention D: its map of real_B feeds the identity rows (feedback)
+            pred_real, attn = pred_real
+            if self.feedback is not None:
+                self.feedback.observe(attn, batch, side="B")
         return {"D_fake": 0.5 * gan_loss(pred_fake, False), "D_real": 0.5 * gan_loss(pred_real, True)}
 
     def generator_losses(self, G: nn.Module, D: nn.Module, batch: dict, out: dict,
                          gan_loss: GANLoss) -> dict[str, torch.Tensor]:
         """Adversarial term only; subclasses add their content terms."""
-        out["pred_fake"] = self.discriminate(D, out["fake_B"])
+        pred = D(out["fake_B"])
+        if isinstance(pred, tuple):  # attention D: its map of the translation goes to the feedback
+            pred, attn = pred
+            if self.feedback is not None:
+                self.feedback.observe(attn, batch, side="A", hflip=bool(out.get("flipped", False)))
+        out["pred_fake"] = pred
         return {"G_GAN": self.lambda_gan * gan_loss(out["pred_fake"], True, for_discriminator=False)}
 
     def visuals(self, batch: dict, out: dict) -> dict[str, torch.Tensor]:
@@ -75,14 +84,20 @@ class Method(nn.Module):
         vis = {"real_A": batch["A"], "fake_B": out["fake_B"], "real_B": batch["B"]}
         if "idt_B" in out:
             vis["idt_B"] = out["idt_B"]
+        if self.feedback is not None:
+            vis.update(self.feedback.visuals(batch["A"].shape[0]))
         return vis
+
+    def feedback_sources(self, D: nn.Module) -> dict[str, nn.Module]:
+        """Discriminators whose maps of real A / B inputs the feedback uses (one-sided methods: the one D)."""
+        return {"A": D, "B": D}
 
     # --- helpers shared by the methods ---------------------------------------------------------------
     def translate(self, G: nn.Module, x: torch.Tensor, batch: dict | None = None, side: str = "A",
-                  layers=()):
-        """Run G on ``x`` (with the feedback injection when configured)."""
+                  layers=(), hflip: bool = False):
+        """Run G on ``x`` (with the feedback injection when configured; ``hflip``: x is the batch flipped)."""
         if self.feedback is not None:
-            x = self.feedback.inject(x, batch, side)
+            x = self.feedback.inject(x, batch, side, hflip=hflip)
         return G(x, layers=layers) if layers else G(x)
 
     @staticmethod

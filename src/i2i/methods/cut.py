@@ -77,9 +77,9 @@ class CUT(Method):
             real = real.flip(3)
         reuse = self.reuse_source_features and not flipped and self.lambda_nce > 0
         if reuse:
-            fake, feats = self.translate(G, real, batch, side="A", layers=self.nce_layers)
+            fake, feats = self.translate(G, real, batch, side="A", layers=self.nce_layers, hflip=flipped)
         else:
-            fake, feats = self.translate(G, real, batch, side="A"), None
+            fake, feats = self.translate(G, real, batch, side="A", hflip=flipped), None
         out = {"fake_B": fake[:n], "flipped": flipped, "source_feats": feats}
         if fake.shape[0] > n:
             out["idt_B"] = fake[n:]
@@ -93,14 +93,17 @@ class CUT(Method):
         n = batch["A"].shape[0]
         has_idt = "idt_B" in out
         fakes = torch.cat([out["fake_B"], out["idt_B"]]) if has_idt else out["fake_B"]
-        feats_q = self.encode(G, fakes, batch)
+        feats_q = self.encode(G, fakes, batch, hflip=out["flipped"])
         if out["flipped"]:
             feats_q = [f.flip(3) for f in feats_q]
         feats_k = out["source_feats"]
         if feats_k is None:
             sources = torch.cat([batch["A"], batch["B"]]) if has_idt else batch["A"]
             feats_k = self.encode(G, sources, batch)
-        score = out["pred_fake"].detach()
+        score = out["pred_fake"].detach()  # [B, 1, h, w]
+        if has_idt and getattr(self.sampler, "needs_score_map", False):  # DAG on the identity half: D(idt_B)
+            with torch.no_grad():
+                score = torch.cat([score, self.discriminate(D, out["idt_B"].detach())])  # [2B, 1, h, w]
         losses = self.nce_per_image(feats_k, feats_q, score_map=score)  # [B or 2B]
         weight = 0.5 * self.lambda_nce if has_idt else self.lambda_nce
         terms["NCE"] = weight * losses[:n].mean()
@@ -108,10 +111,11 @@ class CUT(Method):
             terms["NCE_Y"] = weight * losses[n:].mean()
         return terms
 
-    def encode(self, G: nn.Module, x: torch.Tensor, batch: dict | None = None) -> list[torch.Tensor]:
-        """Encoder features of ``x`` at ``nce_layers`` (the decoder is skipped)."""
+    def encode(self, G: nn.Module, x: torch.Tensor, batch: dict | None = None,
+               hflip: bool = False) -> list[torch.Tensor]:
+        """Encoder features of ``x`` at ``nce_layers`` (the decoder is skipped; ``hflip``: x is flipped)."""
         if self.feedback is not None:
-            x = self.feedback.inject(x, batch, side="encode")
+            x = self.feedback.inject(x, batch, side="encode", hflip=hflip)
         return G(x, layers=self.nce_layers, encode_only=True)
 
     def nce_per_image(self, feats_k: list[torch.Tensor], feats_q: list[torch.Tensor],

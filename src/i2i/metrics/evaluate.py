@@ -144,7 +144,8 @@ class MetricSuite:
                 out["n_source"] = len(self.source_files)
         if swd:
             res = SWDDescriptors(self.swd_resolution).resolutions
-            out["swd"], out["swd_levels"] = swd_from_descriptors(real_desc, fake_desc, res, seed=self.seed)
+            out["swd"], out["swd_levels"] = swd_from_descriptors(real_desc, fake_desc, res, seed=self.seed,
+                                                                 device=self.device)
         if "pr" in self.metrics:
             out["precision"], out["recall"] = precision_recall(real.features, fake_stats.features, k=self.pr_k)
         return out

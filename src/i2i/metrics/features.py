@@ -1,6 +1,7 @@
 """Image loading and feature extraction for FID / KID / precision-recall (pytorch-fid protocol).
 
-Reference: mseitzer/pytorch-fid ``fid_score.py`` (``ImagePathDataset``: PIL ``convert("RGB")`` -> ``ToTensor`` in [0, 1];
+Reference: mseitzer/pytorch-fid ``fid_score.py`` (``ImagePathDataset``: PIL ``convert("RGB")`` -> ``ToTensor`` in
+[0, 1];
 files are the folder's images sorted by name, not recursive) and ``inception.py`` (bilinear 299, ``2x - 1``, pool3).
 
 The extractor is a seam: anything with ``name``, ``protocol``, ``weights_hash``, ``dim`` and

@@ -1,10 +1,10 @@
 """FID Inception-v3 (pytorch-fid architecture) and offline weight loading.
 
-Reference: mseitzer/pytorch-fid ``inception.py`` (``fid_inception_v3``, ``FIDInceptionA/C/E_1/E_2``), the network the CUT,
-EnCo and QS-Attn papers use for FID: the TensorFlow ``inception-2015-12-05`` graph ported to PyTorch. Differences from
-torchvision's Inception-v3 (all reproduced here): average pools with ``count_include_pad=False`` in the A, C and E_1
-blocks, a max pool in the last E block, batch-norm ``eps=1e-3`` without a learned scale (the TF graph has none; the
-``.pth`` stores ones).
+Reference: mseitzer/pytorch-fid ``inception.py`` (``fid_inception_v3``, ``FIDInceptionA/C/E_1/E_2``), the network
+the CUT, EnCo and QS-Attn papers use for FID: the TensorFlow ``inception-2015-12-05`` graph ported to PyTorch.
+Differences from torchvision's Inception-v3 (all reproduced here): average pools with ``count_include_pad=False`` in
+the A, C and E_1 blocks, a max pool in the last E block, batch-norm ``eps=1e-3`` without a learned scale (the TF
+graph has none; the ``.pth`` stores ones).
 
 Weights are never downloaded. Two sources are accepted:
 
@@ -218,7 +218,7 @@ _BRANCH = {
 
 
 def torchscript_name_map(model: FIDInceptionV3) -> dict[str, str]:
-    """Map each of our BasicConv2d prefixes (``Mixed_5b.branch1x1``) to its TorchScript prefix (``net.layers.mixed.conv``)."""
+    """Map our BasicConv2d prefixes (``Mixed_5b.branch1x1``) to TorchScript ones (``net.layers.mixed.conv``)."""
     out = {}
     for top, ts_top in _TOP.items():
         block = getattr(model, top)

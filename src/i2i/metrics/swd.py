@@ -121,16 +121,18 @@ class SWDDescriptors:
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, dir_repeats: int = 4, dirs_per_repeat: int = 128,
-                       rng: np.random.Generator | None = None) -> float:
+                       rng: np.random.Generator | None = None, device: str | torch.device = "cpu") -> float:
     """Mean over repeats and directions of ``mean |sort(a @ dir) - sort(b @ dir)|``; ``a [N, D]``, ``b [M, D]``."""
     rng = rng or np.random.default_rng(0)
     if len(a) != len(b):  # subsample the larger set to the smaller one
         n = min(len(a), len(b))
         a, b = [t[torch.as_tensor(np.sort(rng.choice(len(t), n, replace=False)))] if len(t) > n else t for t in (a, b)]
+    a, b = a.to(device), b.to(device)
     results = []
     for _ in range(dir_repeats):
         dirs = rng.standard_normal((a.shape[1], dirs_per_repeat))
-        dirs = torch.as_tensor(dirs / np.sqrt(np.sum(dirs ** 2, axis=0, keepdims=True)), dtype=torch.float32)
+        dirs = torch.as_tensor(dirs / np.sqrt(np.sum(dirs ** 2, axis=0, keepdims=True)), dtype=torch.float32,
+                               device=a.device)
         pa = torch.sort(a @ dirs, dim=0).values  # [N, D] @ [D, dirs] -> [N, dirs]
         pb = torch.sort(b @ dirs, dim=0).values
         results.append((pa - pb).abs().mean().item())
@@ -138,10 +140,11 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, dir_repeats: int = 4, d
 
 
 def swd_from_descriptors(desc_a: list[torch.Tensor], desc_b: list[torch.Tensor], resolutions: list[int],
-                         dir_repeats: int = 4, dirs_per_repeat: int = 128, seed: int = 0) -> tuple[float, dict]:
-    """SWD ×1e3: ``(average over levels, {resolution: value})``."""
+                         dir_repeats: int = 4, dirs_per_repeat: int = 128, seed: int = 0,
+                         device: str | torch.device = "cpu") -> tuple[float, dict]:
+    """SWD ×1e3: ``(average over levels, {resolution: value})``; projections and sorts run on ``device``."""
     levels = {}
     for lod, (a, b) in enumerate(zip(desc_a, desc_b)):
         rng = np.random.default_rng([seed, lod, 1])
-        levels[str(resolutions[lod])] = sliced_wasserstein(a, b, dir_repeats, dirs_per_repeat, rng) * 1e3
+        levels[str(resolutions[lod])] = sliced_wasserstein(a, b, dir_repeats, dirs_per_repeat, rng, device) * 1e3
     return float(np.mean(list(levels.values()))), levels

@@ -1,0 +1,340 @@
+"""QS-Attn query selection and value routing (Hu et al., "QS-Attn: Query-Selected Attention for Contrastive
+Learning in I2I Translation", CVPR 2022, Sec. 3.2, Eq. 4-5; Informer max-mean measure, Eq. 6).
+
+On the SOURCE features F [B, C, H, W] of one layer (before the projection head) the attention of every location
+i is A(i, ·) = softmax(F_i · Fᵀ) — no projections, no 1/sqrt(C) scaling, as published — over all HW locations
+(global, A_g) or over its w×w window with zero padding (local, A_l; padded positions are zero vectors, logit 0).
+Each image keeps the N rows with the lowest entropy H(i) = -Σ_j A_ij log A_ij (Eq. 4-5), or N random rows, or
+the N largest Informer measures M(i) = max_j(l_ij/sqrt(C)) - mean_j(l_ij/sqrt(C)) (Eq. 6). The kept rows A_QS
+route the values: k = A_QS · V_src, q = A_QS · V_fake (cross-domain routing, the paper's model); in the
+self-domain ablation q uses the rows of the fake image's own attention at the same ids; with routing off the
+features at the selected ids are contrasted directly.
+
+Two implementations with identical results and gradients (the selection is not differentiable):
+
+- ``chunk_size > 0`` (memory-lean): scores are computed per chunk of rows under ``no_grad`` (entropy as
+  logsumexp(l) - Σ softmax(l)·l), and only the N selected rows are rebuilt with gradient; local attention
+  gathers the true w×w neighbours of the selected locations only.
+- ``chunk_size == 0`` (straightforward, as published): the whole HW×HW (or HW×w²) attention is materialised
+  with gradient and the selected rows are indexed out of it. Unlike the published local mode (which reshapes
+  ``unfold`` channel-major output as if it were position-major, scrambling keys and values), the unfold here
+  is read in its true (C, w²) layout.
+
+Attention rows are not detached: the contrastive gradient reaches the source encoding through them; the keys
+themselves are detached by the PatchNCE loss. Attention is computed in float32 (autocast off): the unscaled
+logits overflow half precision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from i2i.samplers.base import SampleContext, flatten_hw, gather_patches
+
+KINDS = ("global", "local")
+SELECTIONS = ("entropy", "random", "max_mean")
+DOMAINS = ("cross", "self")
+
+
+# ---------------------------------------------------------------------------------------------- row scores
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax rows without forming log-probabilities: logsumexp(l) - Σ_j softmax(l)_j · l_j.
+
+    Args:
+        logits: [..., M].
+
+    Returns:
+        [...].
+    """
+    return torch.logsumexp(logits, -1) - (logits.softmax(-1) * logits).sum(-1)
+
+
+def entropy_of_rows(attn: torch.Tensor) -> torch.Tensor:
+    """Entropy of probability rows as published: -Σ_j A_ij log A_ij with 0·log 0 = 0. [..., M] -> [...]."""
+    return -torch.special.xlogy(attn, attn).sum(-1)
+
+
+def max_mean_from_logits(logits: torch.Tensor, channels: int) -> torch.Tensor:
+    """Informer's query sparsity measure (Eq. 6): max_j(l_ij/sqrt(C)) - mean_j(l_ij/sqrt(C)). [..., M] -> [...]."""
+    scaled = logits / math.sqrt(channels)
+    return scaled.amax(-1) - scaled.mean(-1)
+
+
+def selection_score(logits: torch.Tensor, selection: str, channels: int) -> torch.Tensor:
+    """Score that is LARGER for the rows to keep: -entropy or the max-mean measure. [..., M] -> [...]."""
+    if selection == "entropy":
+        return -entropy_from_logits(logits)
+    return max_mean_from_logits(logits, channels)
+
+
+# ---------------------------------------------------------------------------------------------- local windows
+def local_logits(feat: torch.Tensor, window: int) -> torch.Tensor:
+    """Logits of every location against its w×w zero-padded window, one shift at a time (no unfold copy).
+
+    Args:
+        feat: [B, C, H, W].
+        window: odd window size w.
+
+    Returns:
+        [B, HW, w²], neighbour k = dy·w + dx (the unfold kernel order).
+    """
+    _, _, h, w = feat.shape
+    p = window // 2
+    padded = F.pad(feat, (p, p, p, p))
+    cols = [(feat * padded[:, :, dy:dy + h, dx:dx + w]).sum(1) for dy in range(window) for dx in range(window)]
+    return torch.stack(cols, -1).flatten(1, 2)  # [B, H, W, w²] -> [B, HW, w²]
+
+
+def unfold_neighbours(feat: torch.Tensor, window: int) -> torch.Tensor:
+    """All w×w zero-padded neighbourhoods in their true layout: [B, C, H, W] -> [B, HW, w², C]."""
+    b, c, h, w = feat.shape
+    cols = F.unfold(feat, window, padding=window // 2)  # [B, C*w², HW], ordered (C, w²)
+    return cols.view(b, c, window * window, h * w).permute(0, 3, 2, 1)
+
+
+def neighbour_index(ids: torch.Tensor, height: int, width: int, window: int) -> torch.Tensor:
+    """Flat indices of the w×w neighbours of ``ids`` in the zero-padded map (H+2p)×(W+2p).
+
+    Args:
+        ids: flat location ids [B, N] in the H×W map.
+
+    Returns:
+        [B, N, w²], neighbour k = dy·w + dx.
+    """
+    p = window // 2
+    off = torch.arange(window, device=ids.device)
+    dy, dx = off.repeat_interleave(window), off.repeat(window)  # [w²]
+    y, x = (ids // width).unsqueeze(-1), (ids % width).unsqueeze(-1)  # [B, N, 1]
+    return (y + dy) * (width + 2 * p) + (x + dx)
+
+
+def gather_neighbours(feat: torch.Tensor, ids: torch.Tensor, window: int) -> torch.Tensor:
+    """The w×w zero-padded neighbourhoods of the selected locations only: [B, C, H, W], [B, N] -> [B, N, w², C]."""
+    b, c, h, w = feat.shape
+    p = window // 2
+    flat = flatten_hw(F.pad(feat, (p, p, p, p)))  # [B, (H+2p)(W+2p), C]
+    idx = neighbour_index(ids, h, w, window).flatten(1)  # [B, N*w²]
+    out = torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, c))  # [B, N*w², C]
+    return out.view(b, ids.shape[1], window * window, c)
+
+
+# ---------------------------------------------------------------------------------------------- lean path
+@torch.no_grad()
+def select_ids(feat: torch.Tensor, n: int, selection: str, kind: str, window: int, chunk_size: int) -> torch.Tensor:
+    """Per-image ids of the N selected queries, without materialising a whole HW×HW matrix.
+
+    Args:
+        feat: source features [B, C, H, W].
+        n: number of queries (<= HW).
+        selection: ``entropy`` (lowest entropy), ``random`` or ``max_mean`` (largest Informer measure).
+        kind: attention the score is computed on, ``global`` or ``local``.
+        window: local window size.
+        chunk_size: rows per chunk of the global score.
+
+    Returns:
+        [B, N] long.
+    """
+    b, c, h, w = feat.shape
+    if selection == "random":
+        return torch.rand(b, h * w, device=feat.device).argsort(dim=1)[:, :n]
+    if kind == "local":
+        score = selection_score(local_logits(feat, window), selection, c)  # [B, HW]
+    else:
+        x = flatten_hw(feat)  # [B, HW, C]
+        score = torch.cat([selection_score(torch.bmm(x[:, s:s + chunk_size], x.transpose(1, 2)), selection, c)
+                           for s in range(0, h * w, chunk_size)], 1)  # chunks [B, r, HW] -> [B, HW]
+    return score.topk(n, dim=1).indices
+
+
+def selected_rows(feat: torch.Tensor, ids: torch.Tensor, kind: str, window: int) -> torch.Tensor:
+    """The attention rows of the selected queries only, with gradient.
+
+    Returns:
+        [B, N, HW] (global) or [B, N, w²] (local).
+    """
+    q = gather_patches(feat, ids)  # [B, N, C]
+    if kind == "local":
+        logits = torch.einsum("bnc,bnkc->bnk", q, gather_neighbours(feat, ids, window))
+    else:
+        logits = torch.bmm(q, flatten_hw(feat).transpose(1, 2))  # [B, N, HW]
+    return logits.softmax(-1)
+
+
+def apply_rows(rows: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, kind: str, window: int) -> torch.Tensor:
+    """Route values through attention rows: [B, N, HW | w²], [B, C, H, W] -> [B, N, C]."""
+    if kind == "local":
+        return torch.einsum("bnk,bnkc->bnc", rows, gather_neighbours(values, ids, window))
+    return torch.bmm(rows, flatten_hw(values))
+
+
+# ---------------------------------------------------------------------------------------------- straightforward
+def full_attention(feat: torch.Tensor, kind: str, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole attention of every location, as published: logits and softmax rows, [B, HW, HW | w²] each."""
+    x = flatten_hw(feat)  # [B, HW, C]
+    if kind == "local":
+        logits = torch.einsum("blc,blkc->blk", x, unfold_neighbours(feat, window))
+    else:
+        logits = torch.bmm(x, x.transpose(1, 2))
+    return logits, logits.softmax(-1)
+
+
+def route_full(rows: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, kind: str, window: int) -> torch.Tensor:
+    """Route values with the unfolded (local) or flat (global) value matrix: -> [B, N, C]."""
+    if kind == "local":
+        nb = unfold_neighbours(values, window)  # [B, HW, w², C]
+        nb = torch.gather(nb, 1, ids[..., None, None].expand(-1, -1, *nb.shape[2:]))  # [B, N, w², C]
+        return torch.einsum("bnk,bnkc->bnc", rows, nb)
+    return torch.bmm(rows, flatten_hw(values))
+
+
+def take_rows(attn: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """attn[b, ids[b], :]: [B, HW, M], [B, N] -> [B, N, M]."""
+    return torch.gather(attn, 1, ids.unsqueeze(-1).expand(-1, -1, attn.shape[-1]))
+
+
+# ---------------------------------------------------------------------------------------------- the sampler
+class QSAttnSampler:
+    """Patch sampler of QS-Attn: ``sampler(feat_k, feat_q, num_patches, ctx) -> (k, q)``, both [B, N, C].
+
+    Args:
+        selection: ``entropy`` (paper), ``random`` (Table 3 B/E) or ``max_mean`` (Informer, Table 3 F).
+        selection_attention: ``global`` or ``local`` attention for the selection score.
+        routing_attention: ``global``, ``local``, or None (no value routing: gather at the ids, Table 3 C).
+        routing_domain: ``cross`` (source rows route both domains) or ``self`` (each domain its own rows,
+            same ids; Table 3 D/E).
+        window: local window w (odd).
+        chunk_size: rows per chunk of the global selection score; 0 = straightforward full matrices.
+    """
+
+    def __init__(self, selection: str = "entropy", selection_attention: str = "global",
+                 routing_attention: str | None = "global", routing_domain: str = "cross", window: int = 7,
+                 chunk_size: int = 512) -> None:
+        checks = (("selection", selection, SELECTIONS), ("selection_attention", selection_attention, KINDS),
+                  ("routing_attention", routing_attention, KINDS + (None,)), ("routing_domain", routing_domain, DOMAINS))
+        for key, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"method.{key}={value!r}: use one of {', '.join(map(str, allowed))}")
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"method.window={window}: the local window must be a positive odd number (7 published)")
+        if chunk_size < 0:
+            raise ValueError(f"method.chunk_size={chunk_size}: use 0 (whole matrix) or a positive row count")
+        self.selection, self.selection_attention = selection, selection_attention
+        self.routing_attention, self.routing_domain = routing_attention, routing_domain
+        self.window, self.chunk_size = window, chunk_size
+
+    def __repr__(self) -> str:
+        return (f"QSAttnSampler(selection={self.selection}, selection_attention={self.selection_attention}, "
+                f"routing_attention={self.routing_attention}, routing_domain={self.routing_domain}, "
+                f"window={self.window}, chunk_size={self.chunk_size})")
+
+    def __call__(self, feat_k: torch.Tensor, feat_q: torch.Tensor, num_patches: int,
+                 ctx: SampleContext | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, C, H, W] x 2 -> ([B, N, C], [B, N, C]) routed (or gathered) at per-image ids."""
+        with torch.autocast(feat_k.device.type, enabled=False):
+            fk, fq = _upcast(feat_k), _upcast(feat_q)
+            n = min(num_patches, fk.shape[2] * fk.shape[3])
+            if self.chunk_size > 0:
+                return self._lean(fk, fq, n)
+            return self._straightforward(fk, fq, n)
+
+    def _lean(self, fk: torch.Tensor, fq: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        kind, w = self.routing_attention, self.window
+        ids = select_ids(fk, n, self.selection, self.selection_attention, w, self.chunk_size)  # [B, N]
+        if kind is None:
+            return gather_patches(fk, ids), gather_patches(fq, ids)
+        rows_k = selected_rows(fk, ids, kind, w)
+        rows_q = rows_k if self.routing_domain == "cross" else selected_rows(fq, ids, kind, w)
+        return apply_rows(rows_k, fk, ids, kind, w), apply_rows(rows_q, fq, ids, kind, w)
+
+    def _straightforward(self, fk: torch.Tensor, fq: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        kind, sel, w = self.routing_attention, self.selection_attention, self.window
+        logits_k, attn_k = full_attention(fk, kind, w) if kind is not None else (None, None)
+        if self.selection == "random":
+            ids = torch.rand(fk.shape[0], fk.shape[2] * fk.shape[3], device=fk.device).argsort(dim=1)[:, :n]
+        else:
+            with torch.no_grad():
+                logits, attn = (logits_k, attn_k) if sel == kind else full_attention(fk, sel, w)
+                score = (-entropy_of_rows(attn) if self.selection == "entropy"
+                         else max_mean_from_logits(logits, fk.shape[1]))  # [B, HW]
+            ids = score.topk(n, dim=1).indices
+        if kind is None:
+            return gather_patches(fk, ids), gather_patches(fq, ids)
+        rows_k = take_rows(attn_k, ids)
+        rows_q = rows_k if self.routing_domain == "cross" else take_rows(full_attention(fq, kind, w)[1], ids)
+        return route_full(rows_k, fk, ids, kind, w), route_full(rows_q, fq, ids, kind, w)
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half precision -> float32; float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def attention_memory_bytes(batch: int, size: int = 256, chunked: bool = True, attention: str = "global",
+                           num_patches: int = 256, chunk_size: int = 512, channels: int = 256, window: int = 7,
+                           num_attn_layers: int = 2, nce_idt: bool = True, dtype_bytes: int = 4) -> dict[str, int]:
+    """Analytic size of the dominant attention tensors of one QS-Attn loss evaluation (forward + backward).
+
+    Assumes the published layers (attention on 1/4-resolution features with ``channels`` channels), identity
+    NCE doubling the images (B' = 2B), float32. ``kept`` = tensors saved for backward over all attention
+    layers; ``transient`` = the largest temporaries of one layer's forward; ``peak`` = kept + transient.
+    Convolutional activations and the three CUT-sampled layers are not counted (equal in both paths).
+    """
+    imgs = batch * (2 if nce_idt else 1)
+    m = (size // 4) ** 2  # HW at the attention layers
+    n, k2 = min(num_patches, m), window * window
+    sel, route = {"global": ("global", "global"), "local": ("local", "local"),
+                  "local_global": ("local", "global")}[attention]
+    if not chunked:  # logits + softmax + entropy temp of the whole matrix; softmax kept for backward
+        per = m * m if route == "global" else m * k2 * channels  # whole matrix / one unfolded copy
+        kept, transient = num_attn_layers * imgs * per, 3 * imgs * per
+        if sel != route:
+            transient += 3 * imgs * (m * m if sel == "global" else m * k2)
+    else:  # score chunks under no_grad, only the selected rows (or gathered neighbours) with gradient
+        rows = n * m if route == "global" else 3 * n * k2 * channels
+        score = 3 * min(chunk_size, m) * m if sel == "global" else m * k2 + m * channels
+        kept, transient = num_attn_layers * imgs * rows, imgs * (score + rows)
+    return {"kept": kept * dtype_bytes, "transient": transient * dtype_bytes,
+            "peak": (kept + transient) * dtype_bytes}
+
+
+def qsattn_loss_peak_memory(batch: int, size: int = 256, chunked: bool = True, device: str = "cuda",
+                            attention: str = "global", chunk_size: int = 512, ngf: int = 64) -> dict:
+    """Peak memory of one QS-Attn NCE loss evaluation (all five layers, forward + backward).
+
+    The generator features (published layers 0, 4, 8, 12, 16 of a ResNet-9, identity NCE on) are given as
+    leaf tensors, so only the sampler, the projection heads and PatchNCE are measured. On CUDA the result is
+    ``torch.cuda.max_memory_allocated`` minus the memory held before the evaluation; elsewhere only the
+    analytic estimate (:func:`attention_memory_bytes`) is returned.
+
+    Returns:
+        ``{"device", "batch", "size", "chunked", "attention", "measured_bytes" (None off CUDA), "analytic": {...}}``.
+    """
+    from i2i.methods.qsattn import QSAttn
+    from i2i.models.generators import ResnetGenerator
+
+    layers = [0, 4, 8, 12, 16]
+    with torch.device("meta"):  # shapes only, no weights
+        shapes = ResnetGenerator(ngf=ngf).feature_shapes(layers, size)
+    result = {"device": str(device), "batch": batch, "size": size, "chunked": chunked, "attention": attention,
+              "measured_bytes": None,
+              "analytic": attention_memory_bytes(batch, size, chunked, attention, chunk_size=chunk_size,
+                                                 channels=shapes[-1][0])}
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return result
+    method = QSAttn([c for c, _, _ in shapes], layers, attention=attention,
+                    chunk_size=chunk_size if chunked else 0).to(dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    feats = [[torch.randn(2 * batch, *s, device=dev, generator=gen).requires_grad_() for s in shapes]
+             for _ in range(2)]
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev)
+    method.nce_per_image(feats[0], feats[1]).mean().backward()
+    torch.cuda.synchronize(dev)
+    result["measured_bytes"] = torch.cuda.max_memory_allocated(dev) - base
+    return result
