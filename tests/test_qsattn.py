@@ -21,7 +21,7 @@ from i2i.methods.qsattn import QSAttn
 from i2i.models.discriminators import PatchGAN
 from i2i.models.generators import ResnetGenerator
 from i2i.samplers.qsattn import (QSAttnSampler, attention_memory_bytes, full_attention, local_logits,
-                                 qsattn_loss_peak_memory, select_ids)
+                                 max_mean_from_logits, qsattn_loss_peak_memory, select_ids)
 from i2i.samplers.random import RandomSampler
 
 LAYERS = [0, 4, 8, 12, 16]
@@ -117,6 +117,7 @@ def test_informer_max_mean_selection_equals_naive_computation(kind, chunk_size):
         for r in range(h * w):
             row = [float(v) / math.sqrt(c) for v in logits[i, r]]
             measure[i, r] = max(row) - sum(row) / len(row)
+    torch.testing.assert_close(max_mean_from_logits(logits, c), measure)
     expect = measure.argsort(dim=1, descending=True)[:, :6]
     sampler = QSAttnSampler("max_mean", kind, None, window=3, chunk_size=chunk_size)  # routing off: gather
     k, q = sampler(fk, fq, 6)
@@ -271,6 +272,7 @@ TABLE3 = {
     "F": (["method.selection=max_mean"], ("max_mean", "global", "global", "cross")),
     "G": (["experiment=qsattn_local_horse2zebra"], ("entropy", "local", "local", "cross")),
     "H": (["experiment=qsattn_localglobal_horse2zebra"], ("entropy", "local", "global", "cross")),
+    "A+dag": (["method.sampler=dag"], ("entropy", "global", "global", "cross")),  # DAG on the first three layers
 }
 
 
@@ -292,19 +294,20 @@ def test_every_table3_row_composes_to_its_configuration_and_trains_a_step(compos
     if not any(o.startswith("experiment=") for o in overrides):
         overrides = ["experiment=qsattn_horse2zebra"] + overrides
     # any crop divisible by 4 (D needs >= 24); row C also asks for more patches than the 7x7 attention layers have
-    size = {"A": 32, "B": 24, "C": 28, "D": 36, "E": 32, "F": 40, "G": 28, "H": 24}[row]
+    size = {"A": 32, "B": 24, "C": 28, "D": 36, "E": 32, "F": 40, "G": 28, "H": 24, "A+dag": 32}[row]
     cfg = compose(*overrides, "debug=smoke", *(["method.num_patches=64"] if row == "C" else []))
-    batch = 1 + ord(row) % 3
+    batch = 1 + ord(row[0]) % 3
     trainer = _trainer(lambda G: build_method(cfg, G), tmp_path, batch)
     s = trainer.method.attn_sampler
     assert (s.selection, s.selection_attention, s.routing_attention, s.routing_domain) == expect
+    first = type(trainer.method.sampler).__name__
+    assert first == ("DAGSampler" if row.endswith("dag") else "RandomSampler")
+    assert [trainer.method.sampler_for(p) is trainer.method.sampler for p in range(5)] == [True] * 3 + [False] * 2
     heads = {p: getattr(trainer.method.heads, f"mlp_{p}")[0].weight.detach().clone() for p in (3, 4)}
     x = torch.rand(2 * batch, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     trainer.train_step({"A": x[:batch], "B": x[batch:]})
-    out = trainer.train_step({"A": x[batch:], "B": x[:batch]})
-    terms = trainer.method.generator_losses(trainer.G, trainer.D, {"A": x[batch:], "B": x[:batch]}, out,
-                                            trainer.gan_loss)
-    assert {"G_GAN", "NCE", "NCE_Y"} <= terms.keys() and all(torch.isfinite(v) for v in terms.values())
+    sums = trainer._sums  # the loop's running sums of the step's loss terms
+    assert {"G_GAN", "NCE", "NCE_Y"} <= sums.keys() and all(torch.isfinite(v).all() for v in sums.values())
     for p in (3, 4):  # the attention layers' heads learned
         assert not torch.equal(heads[p], getattr(trainer.method.heads, f"mlp_{p}")[0].weight)
 

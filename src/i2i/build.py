@@ -6,6 +6,8 @@ projection heads are built eagerly), the device, the run directory.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import random
@@ -19,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from i2i.compat.published import infer_generator_kwargs, strip_module_prefix
 from i2i.data.errors import DataError
+from i2i.engine import distributed
 from i2i.engine.loop import LoopConfig, NonFiniteLossError, Trainer
-from i2i.engine.state import CheckpointError, is_checkpoint, safe_load
+from i2i.engine.state import CheckpointError, is_checkpoint, mismatch_line, safe_load
 from i2i.models.layers import init_weights
 
 log = logging.getLogger("i2i")
@@ -31,8 +34,28 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the fix."""
 
 
+class RunDirError(RuntimeError):
+    """The run directory cannot be written (permissions, full disk); the message names the path and the fix."""
+
+
 #: errors caused by the user's input: the CLI prints their one-line message instead of a traceback
-USER_ERRORS = (DataError, CheckpointError, NonFiniteLossError, ConfigError)
+USER_ERRORS = (DataError, CheckpointError, NonFiniteLossError, ConfigError, RunDirError)
+
+#: OSError numbers that mean "this directory cannot be written" (no permission, full disk or quota, read-only)
+_DISK_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+@contextlib.contextmanager
+def disk_errors(run_dir: Path):
+    """Turn an OSError of a full or unwritable run directory into one :class:`RunDirError` line."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _DISK_ERRNOS:
+            raise
+        raise RunDirError(f"{e.filename or run_dir}: cannot write ({e.strerror}) — free disk space or fix the "
+                          f"permissions of {run_dir} (or choose another paths.checkpoints_dir), then continue with "
+                          "resume=auto; the last complete checkpoint is kept") from None
 
 #: samplers selectable with ``method.sampler=<name>``
 SAMPLERS = {"random": "i2i.samplers.random.RandomSampler", "dag": "i2i.samplers.dag.DAGSampler"}
@@ -94,7 +117,7 @@ def build_sampler(mcfg):
         return get_class(SAMPLERS[name])(**options)
     except TypeError as e:
         raise ConfigError(f"method.sampler_options={options} do not fit method.sampler={name} ({e}): set "
-                          "method.sampler_options={} or options that sampler takes") from None
+                          "method.sampler_options=null or options that sampler takes") from None
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -211,25 +234,46 @@ def loop_config(cfg, device: torch.device) -> LoopConfig:
     t, o = cfg.train, cfg.optim
     amp = t.amp if t.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
     fused = o.fused if o.fused != "auto" else device.type == "cuda"
+    if t.on_nonfinite not in ("raise", "skip"):
+        raise ConfigError(f"train.on_nonfinite={t.on_nonfinite!r}: unknown — use raise or skip")
     return LoopConfig(n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay, warmup_epochs=t.warmup_epochs,
                       batch_size=t.batch_size, max_steps=t.max_steps, num_workers=t.num_workers, log_every=t.log_every,
                       sample_every=t.sample_every, ckpt_every=t.ckpt_every, save_epoch_every=t.save_epoch_every,
                       eval_every_epochs=cfg.get("eval", {}).get("every_epochs", 0) or 0, amp=amp,
                       no_crop_after_epoch=cfg.data.get("no_crop_after_epoch"), on_nonfinite=t.on_nonfinite,
                       seed=cfg.seed, lr_g=o.lr_g, lr_d=o.lr_d, lr_f=o.lr_f, betas=tuple(o.betas), fused_adam=bool(fused),
-                      tensorboard=t.tensorboard)
+                      tensorboard=t.tensorboard, **speed_levers(t, device))
 
 
-def build_trainer(cfg, run_dir: Path) -> Trainer:
-    """Everything a run needs, on its device, wrapped in a :class:`Trainer`."""
+def speed_levers(t, device: torch.device) -> dict:
+    """The ``train.*`` speed keys (engine/speed.py, docs/benchmarks.md) as LoopConfig fields."""
+    from i2i.engine.speed import compile_mode
+
+    group = t.get("group_layers", "auto")
+    try:
+        compile_mode(t.get("compile", "none"), bool(t.get("cuda_graphs", False)))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if t.get("cuda_graphs", False) and device.type != "cuda":
+        raise ConfigError(f"train.cuda_graphs=true needs a CUDA device (device={device}): set train.cuda_graphs=false")
+    return {"channels_last": bool(t.get("channels_last", False)), "compile": t.get("compile", "none"),
+            "cuda_graphs": bool(t.get("cuda_graphs", False)), "prefetch_factor": t.get("prefetch_factor"),
+            "group_layers": device.type == "cuda" if group == "auto" else bool(group)}
+
+
+def build_trainer(cfg, run_dir: Path, dataset=None) -> Trainer:
+    """Everything a run needs, on its device, wrapped in a :class:`Trainer` (``dataset``: use this one instead of
+    ``cfg.data``'s, e.g. the benchmark's stand-in)."""
     from i2i.data.sampler import build_loader
 
-    device = resolve_device(cfg.device)
+    env = distributed_env(cfg)  # torchrun: process group, cuda:<LOCAL_RANK>; else one process on cfg.device
+    device = env.device
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # the same on every rank: identical initial weights
     check_feedback(cfg)
-    dataset = build_dataset(cfg.data, cfg.seed)
+    with distributed.main_first(env):  # rank 0 generates/validates files first
+        dataset = build_dataset(cfg.data, cfg.seed) if dataset is None else dataset
     G = build_generator(cfg.generator, input_nc=generator_input_nc(cfg))
     D = build_discriminator(cfg.discriminator)
     method = build_method(cfg, G)
@@ -239,28 +283,51 @@ def build_trainer(cfg, run_dir: Path) -> Trainer:
         feedback.attach(method.feedback_sources(D))
     gan_loss = instantiate(cfg.gan_loss)
     G, D, method = G.to(device), D.to(device), method.to(device)
+    if env.enabled:
+        distributed.broadcast_modules((G, D, method))  # rank 0's weights everywhere, whatever the init did
+        if env.rank > 0:  # own streams for patch sampling, flips, pools (rank 0 keeps the one-process stream)
+            seed_everything(distributed.rank_seed(cfg.seed, env.rank))
     lcfg = loop_config(cfg, device)
     pin = device.type == "cuda"
 
     def loader(ds, epoch: int, start_step: int):
         return build_loader(ds, batch_size=lcfg.batch_size, num_workers=lcfg.num_workers, seed=cfg.seed, epoch=epoch,
-                            start_step=start_step, pin_memory=pin)
+                            start_step=start_step, pin_memory=pin, rank=env.rank, world_size=env.world_size,
+                            prefetch_factor=lcfg.prefetch_factor)
 
-    return Trainer(G, D, method, gan_loss, dataset, lcfg, run_dir, device, to_dict(cfg), loader)
+    comm = distributed.Communicator(env, cfg.seed) if env.enabled else None
+    return Trainer(G, D, method, gan_loss, dataset, lcfg, run_dir, device, to_dict(cfg), loader,
+                   is_main=env.is_main, world_size=env.world_size, comm=comm)
+
+
+def distributed_env(cfg) -> distributed.DistEnv:
+    """This process's place in a ``torchrun`` launch (one process without one); config errors in one line."""
+    try:
+        return distributed.init_distributed(resolve_device(cfg.device))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def run_training(cfg: DictConfig) -> Trainer:
     """``train``: check the run dir, build, resume if asked, train, and say where the results are."""
+    env = distributed_env(cfg)
     run_dir, resume_from = prepare_run_dir(cfg)
     trainer = build_trainer(cfg, run_dir)  # validates data and config before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_config(cfg, run_dir)
-    if resume_from is not None:
+    if resume_from is not None:  # before anything is written: a mismatching checkpoint leaves the run untouched
         trainer.resume(resume_from)
-        print(f"i2i: resumed {resume_from} at step {trainer.step} (epoch {trainer.epoch})", file=sys.stderr)
-    trainer.fit()
-    print(f"i2i: run finished at step {trainer.step}: {run_dir} (checkpoint {run_dir / 'ckpt' / 'last.pt'})",
-          file=sys.stderr)
+        if env.is_main:
+            print(f"i2i: resumed {resume_from} at step {trainer.step} (epoch {trainer.epoch})", file=sys.stderr)
+    env.barrier()  # every rank has checked the run dir before rank 0 writes into it
+    with disk_errors(run_dir):
+        if env.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_run_config(cfg, run_dir)
+        trainer.fit()
+    env.barrier()
+    if env.is_main:
+        print(f"i2i: run finished at step {trainer.step}: {run_dir} (checkpoint {run_dir / 'ckpt' / 'last.pt'})",
+              file=sys.stderr)
+    distributed.cleanup()
     return trainer
 
 
@@ -279,7 +346,12 @@ def load_generator(ckpt: str | Path, which: str = "last.pt") -> tuple[torch.nn.M
         run_cfg = state["cfg"]
         G = build_generator(OmegaConf.create(run_cfg["generator"]),  # 4 inputs after alpha feedback
                             input_nc=int(state["G"]["model.1.weight"].shape[1]))
-        G.load_state_dict(state["G"])
+        try:
+            G.load_state_dict(state["G"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: generator weights do not match the generator config stored in the "
+                                  f"checkpoint ({mismatch_line(e)}) — the file was altered or mixed up; use the run's "
+                                  "own checkpoint") from None
         info = {"source": "i2i", "path": str(path), "cfg": run_cfg, "channels": run_cfg["data"]["channels"],
                 "step": state["step"], "epoch": state["epoch"]}
     else:
@@ -293,7 +365,10 @@ def load_generator(ckpt: str | Path, which: str = "last.pt") -> tuple[torch.nn.M
         from i2i.models.generators import ResnetGenerator
 
         G = ResnetGenerator(**kwargs)
-        G.load_state_dict(state)
+        try:
+            G.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: not a ResNet generator state_dict ({mismatch_line(e)})") from None
         info = {"source": "published", "path": str(path), "cfg": None, "channels": kwargs["output_nc"],
                 "generator": kwargs}
     return G.eval(), info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -23,12 +24,25 @@ def config_dir() -> str:
                      "(pip install -e .) or set I2I_CONFIG_DIR to the configs/ directory")
 
 
+def resume_command(argv: list[str] | None = None) -> str:
+    """This command line with ``resume=auto`` instead of any ``resume=...`` (``python -m i2i`` spelled out)."""
+    argv = list(sys.argv if argv is None else argv)
+    prog = Path(argv[0]).name if argv else "train"
+    prog = f"python -m {prog}" if prog.startswith("i2i ") else prog
+    args = [shlex.quote(a) for a in argv[1:] if not a.startswith(("resume=", "+resume=", "++resume="))]
+    return " ".join([prog, *args, "resume=auto"])
+
+
 def run_cli(fn, cfg) -> None:
     """Run ``fn(cfg)``; known user errors print one line (``I2I_DEBUG=1`` shows the traceback) and exit 2."""
     from i2i.build import USER_ERRORS
+    from i2i.engine.signals import TrainingInterrupted
 
     try:
         fn(cfg)
+    except TrainingInterrupted as e:  # SIGINT/SIGTERM: checkpoint written; say how to continue, exit 128 + signal
+        print(f"i2i: {e.with_command(resume_command())}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except USER_ERRORS as e:
         if os.environ.get("I2I_DEBUG"):
             raise

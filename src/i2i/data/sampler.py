@@ -101,9 +101,14 @@ def _seed_worker(worker_id: int) -> None:
     calls reproducible.
     """
     import random
+    import signal
 
     import numpy as np
 
+    # Ctrl-C / SIGTERM sent to the whole process group: the main process stops at a step boundary and shuts
+    # the workers down itself (they also exit when the main process dies)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     s = torch.initial_seed() % 2**32
     random.seed(s)
     np.random.seed(s)

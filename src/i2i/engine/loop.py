@@ -14,6 +14,7 @@ run continues with the same rates, optimizer moments, RNG streams and data order
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,11 @@ from torch import nn
 from tqdm import tqdm
 
 from i2i.engine import schedule
+from i2i.engine.speed import apply_levers, step_begin
+from i2i.engine.distributed import convert_step
+from i2i.engine.signals import StopRequest, TrainingInterrupted
 from i2i.engine.state import FORMAT, atomic_torch_save, capture_rng, restore_rng, safe_load, CheckpointError
+from i2i.engine.state import config_diff, mismatch_line, remove_stale_temps
 from i2i.losses.gan import GANLoss
 from i2i.utils.images import make_grid, save_image
 from i2i.utils.runlog import RunLogger
@@ -59,6 +64,11 @@ class LoopConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     fused_adam: bool = False
     tensorboard: bool = True
+    channels_last: bool = False  # speed levers (engine/speed.py, docs/benchmarks.md)
+    compile: str = "none"
+    cuda_graphs: bool = False
+    group_layers: bool = False
+    prefetch_factor: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -91,13 +101,16 @@ class Trainer:
 
     def __init__(self, G: nn.Module, D: nn.Module, method: nn.Module, gan_loss: GANLoss, dataset, cfg: LoopConfig,
                  run_dir: str | Path, device: torch.device, config_dict: dict, build_loader: Callable,
-                 evaluate: Callable | None = None, is_main: bool = True, world_size: int = 1) -> None:
+                 evaluate: Callable | None = None, is_main: bool = True, world_size: int = 1, comm=None) -> None:
+        self.comm = comm  # engine.distributed.Communicator when world_size > 1 (gradient/scalar averaging)
         self.G, self.D, self.method, self.gan_loss, self.dataset = G, D, method, gan_loss, dataset
         self.cfg, self.run_dir, self.device, self.config_dict = cfg, Path(run_dir), device, config_dict
         self.build_loader, self.evaluate, self.is_main, self.world_size = build_loader, evaluate, is_main, world_size
         self.step, self.best = 0, {}
+        apply_levers(G, D, method, cfg.channels_last, cfg.compile, cfg.cuda_graphs, cfg.group_layers)
         groups = method.param_groups()
-        fused = {"fused": True} if cfg.fused_adam else {}
+        # on_nonfinite=skip: the fused kernel takes a device-side skip flag (found_inf), see _flag_nonfinite
+        fused = {"fused": True} if cfg.fused_adam or cfg.on_nonfinite == "skip" else {}
         self.params_G = list(G.parameters()) + groups["G"]
         self.params_D = list(D.parameters()) + groups["D"]
         self.opt_G = torch.optim.Adam(self.params_G, lr=cfg.lr_g, betas=tuple(cfg.betas), **fused)
@@ -119,6 +132,10 @@ class Trainer:
         self._sums: dict[str, torch.Tensor] = {}
         self._first_bad: dict[str, torch.Tensor] = {}
         self._count = 0
+        self._stop = StopRequest()  # SIGINT/SIGTERM: checkpoint at the next step boundary, then stop
+        self._skipped = torch.zeros((), device=device, dtype=torch.long)  # on_nonfinite=skip: steps skipped
+        self._step_bad = torch.zeros((), device=device)
+        self._last_ckpt: tuple[int, Path] | None = None  # (step, path) of the last ckpt/last.pt written
 
     # ------------------------------------------------------------------ state
     @property
@@ -131,7 +148,8 @@ class Trainer:
         state = {"format": FORMAT, "version": 1, "step": self.step, "epoch": self.epoch,
                  "G": unwrap(self.G).state_dict(), "D": unwrap(self.D).state_dict(),
                  "method": unwrap(self.method).state_dict(), "rng": capture_rng(), "best": self.best,
-                 "cfg": self.config_dict}
+                 "cfg": self.config_dict, "global_batch": self.cfg.batch_size * self.world_size,
+                 "skipped_steps": int(self._skipped)}  # read back at checkpoint time only
         state.update({name: opt.state_dict() for name, opt in self.optimizers.items()})
         return state
 
@@ -143,20 +161,39 @@ class Trainer:
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])
         self.step, self.best = int(state["step"]), dict(state.get("best", {}))
+        self._skipped.fill_(int(state.get("skipped_steps", 0)))
+        global_batch = self.cfg.batch_size * self.world_size
+        self.step = convert_step(self.step, int(state.get("global_batch", global_batch)), global_batch,
+                                 len(self.dataset))  # another process count: same epoch, position by samples
         restore_rng(state["rng"])
+        if self.comm is not None:
+            self.comm.restore_rng(state, self.step)
 
     def save(self, name: str = "last.pt") -> Path:
         path = self.run_dir / "ckpt" / name
+        rng_ranks = self.comm.gather_rng() if self.comm is not None else None  # collective
+        self._check_nonfinite_losses()  # raise mode: name the term and step, write nothing
         if self.is_main:
             self._check_finite_weights(path)
-            atomic_torch_save(self.state_dict(), path)
+            state = self.state_dict()
+            if rng_ranks is not None:
+                state["rng_ranks"] = rng_ranks
+            atomic_torch_save(state, path)
+        if name == "last.pt":
+            self._last_ckpt = (self.step, path)
         return path
 
     def resume(self, path: str | Path) -> None:
         state = safe_load(path, map_location=self.device)
         if state.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not an i2i training checkpoint — resume expects <run>/ckpt/last.pt")
-        self.load_state_dict(state)
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError) as e:  # shapes / keys / optimizer groups differ
+            diff = config_diff(state.get("cfg") or {}, self.config_dict)
+            raise CheckpointError(f"{path}: the checkpoint does not match the configured networks ("
+                                  f"{'; '.join(diff[:3]) or mismatch_line(e)}) — resume with the run's own settings "
+                                  "(see its .hydra/config.yaml) or start a new run with another name=") from None
 
     def _check_finite_weights(self, path: Path) -> None:
         for name, net in (("G", self.G), ("D", self.D), ("method", self.method)):
@@ -170,11 +207,37 @@ class Trainer:
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
+        if self.comm is not None:
+            self.comm.sync_grads(optimizers)
+        if self.cfg.on_nonfinite == "skip":
+            self._flag_nonfinite(optimizers)
         for opt in optimizers:
             opt.step()
 
+    def _flag_nonfinite(self, optimizers: list) -> None:
+        """``on_nonfinite=skip``: make this phase's optimizer steps exact no-ops when a gradient is not finite.
+
+        The check runs on the device (``found``: 0-dim float, 1.0 = skip; no host sync). The fused Adam kernel
+        reads it as ``found_inf`` (as with a GradScaler) and then leaves weights, moments and step counts
+        untouched. After DDP's gradient all-reduce every rank sees the same gradients, hence the same flag.
+        """
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for opt in optimizers:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+        found = torch.zeros((), device=self.device)
+        one = torch.ones((), device=self.device)
+        for grads in by_dtype.values():  # sets found to 1 if any gradient has a NaN/inf (grads * 1: unchanged)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+        for opt in optimizers:
+            opt.found_inf = found
+        self._step_bad = torch.maximum(self._step_bad, found)
+
     def train_step(self, batch: dict) -> dict:
         """One optimisation step on a device batch; returns the method's outputs (for samples)."""
+        batch = step_begin(batch, self.cfg.channels_last, self.cfg.cuda_graphs)
         with self.autocast():
             out = self.method.forward_G(self.G, batch)
         terms_all = {}
@@ -195,16 +258,19 @@ class Trainer:
         return out
 
     def _accumulate(self, terms: dict[str, torch.Tensor]) -> None:
-        step = torch.tensor(self.step + 1, device=self.device)
+        step = torch.full((), self.step + 1, device=self.device, dtype=torch.long)  # a fill: no blocking copy
         for name, value in terms.items():
             v = value.detach().float()
             if name not in self._sums:
                 self._sums[name] = torch.zeros((), device=self.device)
                 self._first_bad[name] = torch.full((), -1, device=self.device, dtype=torch.long)
-            self._sums[name] += v
+            self._sums[name] += torch.where(torch.isfinite(v), v, 0.0)  # skipped steps add nothing to the mean
             bad = ~torch.isfinite(v) & (self._first_bad[name] < 0)
             self._first_bad[name] = torch.where(bad, step, self._first_bad[name])
         self._count += 1
+        if self.cfg.on_nonfinite == "skip":
+            self._skipped += self._step_bad.long()  # on the device
+            self._step_bad = torch.zeros_like(self._step_bad)
 
     # ------------------------------------------------------------------ the loop
     def _set_epoch(self, epoch: int) -> None:
@@ -217,11 +283,21 @@ class Trainer:
         self.method.set_epoch(epoch)
 
     def fit(self) -> None:
-        """Train from ``self.step`` to ``total_steps``, logging, sampling, checkpointing and evaluating."""
+        """Train from ``self.step`` to ``total_steps``, logging, sampling, checkpointing and evaluating.
+
+        SIGINT/SIGTERM (engine/signals.py) stop at the next step boundary with ``ckpt/last.pt`` written there and
+        raise :class:`~i2i.engine.signals.TrainingInterrupted`.
+        """
+        with self._stop:
+            self._fit()
+
+    def _fit(self) -> None:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, dynamic_ncols=True,
                    desc=self.run_dir.name)
         self._t0, self._s0 = time.perf_counter(), self.step
         out = batch = None
+        if self.is_main:
+            remove_stale_temps(self.run_dir / "ckpt")  # left by a kill during a checkpoint write
         try:
             while self.step < self.total_steps:
                 epoch = self.epoch
@@ -233,6 +309,8 @@ class Trainer:
                     self.step += 1
                     bar.update(1)
                     self._periodic(batch, out, bar)
+                    if self._stop_now():
+                        self._interrupt(bar)
                     if self.step >= self.total_steps or self.step % self.steps_per_epoch == 0:
                         break
                 if self.step % self.steps_per_epoch == 0:
@@ -243,6 +321,26 @@ class Trainer:
             self._log(bar)
         self.save("last.pt")
         self.logger.close()
+
+    def _stop_now(self) -> bool:
+        """Whether a SIGINT/SIGTERM asked to stop (a Python flag: no sync). Under DDP rank 0's flag is shared at
+        log steps (where the loop synchronises anyway), so every rank stops at the same step."""
+        if self.comm is None:
+            return self._stop.requested
+        if not (self.cfg.log_every and self.step % self.cfg.log_every == 0):
+            return False
+        self._stop.signum = self.comm.broadcast_object(self._stop.signum)
+        return self._stop.requested
+
+    def _interrupt(self, bar) -> None:
+        """Write ``ckpt/last.pt`` at this step boundary (unless just written) and raise TrainingInterrupted."""
+        if self._count:
+            self._log(bar)
+        path = self.run_dir / "ckpt" / "last.pt"
+        if self._last_ckpt is None or self._last_ckpt[0] != self.step:
+            path = self.save("last.pt")
+        self.logger.close()
+        raise TrainingInterrupted(self._stop.signum, self.step, path)
 
     def _periodic(self, batch: dict, out: dict, bar) -> None:
         c = self.cfg
@@ -261,8 +359,10 @@ class Trainer:
 
     def run_evaluation(self, epoch: int) -> dict:
         """Evaluate, log to ``metrics.jsonl``, keep ``best_<metric>.pt`` (lower is better)."""
-        values = self.evaluate(self, epoch) or {}
-        if self.is_main and values:
+        values = (self.evaluate(self, epoch) or {}) if self.is_main else {}
+        if self.comm is not None:  # the others wait here; every rank keeps the same `best` and saves together
+            values = self.comm.broadcast_object(values)
+        if values:
             self.logger.scalars(self.step, {f"Metrics/{k}": v for k, v in values.items()}, {"epoch": epoch},
                                 file="metrics.jsonl")
             for name, v in values.items():
@@ -275,12 +375,12 @@ class Trainer:
     def _log(self, bar) -> None:
         """Read the accumulated terms back (one synchronisation per ``log_every`` steps) and write them."""
         names = list(self._sums)
-        means = (torch.stack([self._sums[n] for n in names]) / max(self._count, 1)).tolist()
-        first_bad = torch.stack([self._first_bad[n] for n in names]).tolist()
-        for name, bad in zip(names, first_bad):
-            if bad >= 0 and self.cfg.on_nonfinite == "raise":
-                raise NonFiniteLossError(f"loss term {name} became non-finite at step {bad}: lower the learning "
-                                         "rate, check the data, or set train.on_nonfinite=skip")
+        sums, first_bad = torch.stack([self._sums[n] for n in names]), torch.stack([self._first_bad[n] for n in names])
+        if self.comm is not None:  # every rank logs the same numbers (only rank 0 writes them)
+            sums, first_bad = self.comm.mean(sums), self.comm.first_step(first_bad)
+        means = (sums / max(self._count, 1)).tolist()
+        first_bad = first_bad.tolist()
+        self._report_nonfinite(names, first_bad)
         now = time.perf_counter()
         steps = max(self.step - self._s0, 1)
         sec_per_iter = (now - self._t0) / steps
@@ -289,10 +389,36 @@ class Trainer:
                        "Timing/images_per_sec": self.cfg.batch_size * self.world_size / max(sec_per_iter, 1e-12)})
         for name, opt in self.optimizers.items():
             values[f"LR/{name[4:]}"] = opt.param_groups[0]["lr"]
+        if self.cfg.on_nonfinite == "skip":
+            values["Train/skipped_steps"] = int(self._skipped)  # log steps only
         self.logger.scalars(self.step, values, {"epoch": self.epoch})
         bar.set_postfix({n: f"{m:.3g}" for n, m in zip(names, means)}, refresh=False)
         self._sums, self._first_bad, self._count = {}, {}, 0
         self._t0, self._s0 = now, self.step
+
+    def _check_nonfinite_losses(self) -> None:
+        """Before a checkpoint write (raise mode): read the device flags back (one sync per checkpoint)."""
+        if self.cfg.on_nonfinite != "raise" or not self._first_bad:
+            return
+        names = list(self._first_bad)
+        first_bad = torch.stack([self._first_bad[n] for n in names])
+        if self.comm is not None:
+            first_bad = self.comm.first_step(first_bad)
+        self._report_nonfinite(names, first_bad.tolist())
+
+    def _report_nonfinite(self, names: list[str], first_bad: list[int]) -> None:
+        """Raise (``on_nonfinite=raise``) or warn (``skip``) about loss terms that became non-finite."""
+        bad = sorted((b, n) for n, b in zip(names, first_bad) if b >= 0)
+        if not bad:
+            return
+        step, name = bad[0]
+        if self.cfg.on_nonfinite == "raise":
+            raise NonFiniteLossError(f"loss term {name} became non-finite at step {step} (no checkpoint was written "
+                                     "from that step on): lower the learning rate, check the data, or set "
+                                     "train.on_nonfinite=skip")
+        if self.is_main:
+            tqdm.write(f"i2i: warning: loss term {name} became non-finite at step {step}: optimizer step skipped "
+                       f"({int(self._skipped)} step(s) skipped so far)", file=sys.stderr)
 
     def write_samples(self, batch: dict, out: dict) -> None:
         """Save the sample grid (columns from ``method.visuals``) as PNG and to TensorBoard."""

@@ -35,6 +35,9 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror}) — check the run directory's "
                               "permissions and free space") from e
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets the usual permissions
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -52,6 +55,36 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files a killed :func:`atomic_torch_save` left in ``directory``.
+
+    They are never read (resume loads ``last.pt``); removing them only frees disk space. Call it when no other
+    process writes checkpoints into ``directory``.
+    """
+    directory = Path(directory)
+    stale = sorted(directory.glob(".*.tmp")) if directory.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def mismatch_line(err: Exception) -> str:
+    """The informative line of a ``load_state_dict`` error (``size mismatch for model.1.weight: ...``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__).rstrip(".")
+
+
+def config_diff(saved: dict, current: dict, sections=("generator", "discriminator", "method", "feedback")) -> list[str]:
+    """``section.key: saved -> current`` for the architecture sections where two resolved configs differ."""
+    out = []
+    for section in sections:
+        a, b = saved.get(section) or {}, current.get(section) or {}
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                out.append(f"{section}.{key}: {a.get(key)!r} in the checkpoint, {b.get(key)!r} now")
+    return out
 
 
 def safe_load(path: str | Path, map_location="cpu"):

@@ -1,0 +1,220 @@
+"""The fast path computes what the plain path computes (issue 7): grouped NCE == per-layer NCE, bf16 losses near
+fp32, compiled step == eager step, channels_last step == contiguous step, no device value read on the host inside
+a step (meta-device audit), and the FLOP count matches its analytic derivation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from i2i.build import ConfigError, build_trainer
+from i2i.engine.speed import GroupedNCE, compile_mode
+from i2i.methods.cut import CUT
+from i2i.methods.qsattn import QSAttn
+from i2i.samplers.random import RandomSampler
+from i2i.utils.flops import _call_flops, count_flops, cut_step_flops
+
+
+class StandIn:
+    def __len__(self) -> int:
+        return 100
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def set_no_crop(self, flag: bool) -> None:
+        pass
+
+
+def make_batch(batch: int, size: int, device: str = "cpu", seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for side in "AB":
+        out[side] = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device)
+        out[f"{side}_path"] = [f"{side}{i}.png" for i in range(batch)]
+        out[f"{side}_index"] = torch.arange(batch, device=device)
+        out[f"{side}_params"] = torch.tensor([[0, 0, size, size, 0]] * batch, device=device)
+    return out
+
+
+def smoke_trainer(compose, experiment: str = "cut_horse2zebra", *overrides: str):
+    cfg = compose(f"experiment={experiment}", "debug=smoke", *overrides)
+    return build_trainer(cfg, cfg.run_dir, dataset=StandIn())
+
+
+# ---------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("value,graphs,expected", [
+    (False, False, None), ("none", False, None), (True, False, "default"), ("default", False, "default"),
+    ("max-autotune", False, "max-autotune"), ("none", True, "reduce-overhead"), ("default", True, "reduce-overhead"),
+    ("max-autotune-no-cudagraphs", True, "max-autotune")])
+def test_compile_mode(value, graphs, expected):
+    assert compile_mode(value, graphs) == expected
+
+
+def test_bad_levers_are_refused_with_the_key(compose):
+    with pytest.raises(ConfigError, match="train.compile"):
+        smoke_trainer(compose, "cut_horse2zebra", "train.compile=fastest")
+    with pytest.raises(ConfigError, match="train.cuda_graphs"):
+        smoke_trainer(compose, "cut_horse2zebra", "train.cuda_graphs=true")
+
+
+# ---------------------------------------------------------------------------------------------- grouped NCE
+SHAPES = [(3, 14, 14), (8, 8, 8), (16, 4, 4), (16, 4, 4), (16, 4, 4)]  # the last three share a shape (CUT 8/12/16)
+
+
+def features(batch: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    make = lambda: [torch.randn(batch, *s, generator=g, dtype=torch.float64).requires_grad_() for s in SHAPES]  # noqa: E731
+    return make(), make()
+
+
+def nce_and_grads(method: nn.Module, fk, fq, seed: int):
+    torch.manual_seed(seed)
+    loss = method.nce_per_image(fk, fq)  # [B]
+    params = [p for p in method.parameters()]
+    grads = torch.autograd.grad(loss.sum(), params + fq)
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("cls", [CUT, QSAttn])
+@pytest.mark.parametrize("negatives,per_image,nc", [("image", False, 8), ("batch", False, 8), ("image", True, 8),
+                                                   ("image", False, 0)])
+def test_grouped_nce_equals_per_layer_nce(cls, negatives, per_image, nc):
+    extra = {"attention": "global", "chunk_size": 0, "selection": "random"} if cls is QSAttn else {}
+    plain = cls([s[0] for s in SHAPES], nce_layers=range(len(SHAPES)), num_patches=12, nc=nc, negatives=negatives,
+                sampler=RandomSampler(per_image=per_image), **extra).double()
+    grouped = copy.deepcopy(plain)
+    assert GroupedNCE.install(grouped) and isinstance(grouped.nce_per_image, GroupedNCE)
+    fk, fq = features(2, seed=1)
+    loss_a, grads_a = nce_and_grads(plain, fk, fq, seed=5)
+    loss_b, grads_b = nce_and_grads(grouped, fk, fq, seed=5)
+    if nc == 0:  # no heads: same gathers, same PatchNCE -> bit for bit
+        assert torch.equal(loss_a, loss_b)
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    # the RNG stream advanced exactly as in the per-layer path
+    torch.manual_seed(5), plain.nce_per_image(fk, fq)
+    after_plain = torch.rand(3)
+    torch.manual_seed(5), grouped.nce_per_image(fk, fq)
+    assert torch.equal(torch.rand(3), after_plain)
+
+
+def test_grouped_nce_is_not_installed_on_methods_with_their_own_nce():
+    class OwnNCE(CUT):
+        def nce_per_image(self, feats_k, feats_q, score_map=None):
+            return super().nce_per_image(feats_k, feats_q, score_map)
+
+    method = OwnNCE([3], nce_layers=[0], nc=4)
+    assert not GroupedNCE.install(method)
+    assert "nce_per_image" not in vars(method)
+
+
+# ---------------------------------------------------------------------------------------------- precision
+def loss_terms(trainer, batch: dict, autocast: bool) -> dict[str, torch.Tensor]:
+    torch.manual_seed(3)  # same patch ids
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
+    with ctx:
+        out = trainer.method.forward_G(trainer.G, batch)
+        terms = trainer.method.discriminator_losses(trainer.D, batch, out, trainer.gan_loss)
+        terms.update(trainer.method.generator_losses(trainer.G, trainer.D, batch, out, trainer.gan_loss))
+    return {k: v.detach().float() for k, v in terms.items()}
+
+
+@pytest.mark.parametrize("experiment", ["cut_horse2zebra", "fastcut_horse2zebra"])
+def test_bf16_autocast_losses_are_within_a_few_percent_of_fp32(compose, experiment):
+    trainer = smoke_trainer(compose, experiment, "generator.ngf=8", "discriminator.ndf=8", "method.num_patches=64")
+    batch = make_batch(2, 32, seed=7)
+    fp32, bf16 = loss_terms(trainer, batch, False), loss_terms(trainer, batch, True)
+    assert fp32.keys() == bf16.keys() and {"NCE", "G_GAN"} <= fp32.keys()
+    for name in fp32:
+        assert torch.isfinite(bf16[name])
+        assert abs(bf16[name] - fp32[name]) <= 0.03 * abs(fp32[name]) + 2e-3, (name, fp32[name], bf16[name])
+
+
+# ---------------------------------------------------------------------------------------------- step equality
+def step_and_weights(trainer, batch: dict, seed: int = 11) -> tuple[dict, dict]:
+    torch.manual_seed(seed)
+    trainer.train_step(batch)
+    terms = {k: (v / trainer._count) for k, v in trainer._sums.items()}
+    weights = {f"{n}.{k}": v.detach().clone() for n, net in (("G", trainer.G), ("D", trainer.D))
+               for k, v in net.state_dict().items()}
+    return terms, weights
+
+
+def assert_same_step(compose, lever: list[str], rtol: float, atol: float) -> None:
+    common = ["generator.ngf=4", "discriminator.ndf=4", "train.amp=none"]
+    plain = smoke_trainer(compose, "cut_horse2zebra", *common)
+    fast = smoke_trainer(compose, "cut_horse2zebra", *common, *lever)
+    batch = make_batch(1, 32, seed=2)
+    terms_a, weights_a = step_and_weights(plain, batch)
+    terms_b, weights_b = step_and_weights(fast, batch)
+    assert terms_a.keys() == terms_b.keys()
+    for k in terms_a:
+        torch.testing.assert_close(terms_b[k], terms_a[k], rtol=rtol, atol=atol)
+    for k in weights_a:
+        torch.testing.assert_close(weights_b[k].contiguous(), weights_a[k].contiguous(), rtol=rtol, atol=atol)
+
+
+def test_channels_last_step_equals_contiguous_step(compose):
+    assert_same_step(compose, ["train.channels_last=true"], rtol=1e-4, atol=1e-6)
+
+
+def test_grouped_layers_step_equals_per_layer_step(compose):
+    assert_same_step(compose, ["train.group_layers=true"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_eager_step(compose):
+    """torch.compile (inductor, CPU C++ codegen) of G, D and the NCE loss: one step, same losses and weights."""
+    torch._dynamo.reset()
+    assert_same_step(compose, ["train.compile=default", "train.group_layers=true"], rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
+# ---------------------------------------------------------------------------------------------- host syncs
+@pytest.mark.parametrize("experiment", ["cut_horse2zebra", "fastcut_horse2zebra", "qsattn_horse2zebra",
+                                        "enco_horse2zebra", "cut_feedback_horse2zebra",
+                                        "cyclegan_feedback_horse2zebra"])
+def test_step_reads_no_device_value_on_the_host(compose, experiment, monkeypatch):
+    """On the meta device every .item(), .tolist(), bool(tensor), .cpu() or data-dependent shape raises, so a step
+    that completes there reads nothing back from the accelerator."""
+    autocast = torch.autocast  # torch.autocast("meta") itself is unsupported; samplers that disable it get CPU's
+    monkeypatch.setattr(torch, "autocast", lambda dev, *a, **k: autocast("cpu" if dev == "meta" else dev, *a, **k))
+    trainer = smoke_trainer(compose, experiment, "device=meta", "train.group_layers=true")
+    for _ in range(2):
+        trainer.train_step(make_batch(1, 32, device="meta"))
+    assert trainer._count == 2 and all(v.device.type == "meta" for v in trainer._sums.values())
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+@pytest.mark.parametrize("module,shape,expected", [
+    (nn.Conv2d(3, 8, 3, padding=1), (2, 3, 10, 10), 2 * 2 * 8 * 10 * 10 * 3 * 3 * 3),
+    (nn.Conv2d(4, 8, 4, stride=2, padding=1, groups=2), (1, 4, 8, 8), 2 * 8 * 4 * 4 * 2 * 4 * 4),
+    (nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1), (1, 4, 5, 5), 2 * 4 * 5 * 5 * 6 * 3 * 3),
+    (nn.Linear(5, 7), (3, 4, 5), 2 * 12 * 5 * 7)])
+def test_analytic_flops_of_one_call(module, shape, expected):
+    x = torch.randn(shape)
+    assert _call_flops(module, x, module(x)) == expected
+    counted, _ = count_flops(module, x)
+    assert counted == expected
+
+
+@pytest.mark.parametrize("experiment,flipped,overrides", [
+    ("cut_horse2zebra", False, []), ("fastcut_horse2zebra", False, []), ("fastcut_horse2zebra", True, []),
+    ("cut_horse2zebra", False, ["method.negatives=batch", "train.batch_size=2"]),
+    ("cut_horse2zebra", False, ["data.crop_size=256", "data.load_size=256", "generator.ngf=64",
+                                "discriminator.ndf=64", "method.num_patches=256", "method.nc=256"])])
+def test_counted_step_flops_equal_the_analytic_count(compose, monkeypatch, experiment, flipped, overrides):
+    trainer = smoke_trainer(compose, experiment, "device=meta", "method.nc=16", *overrides)
+    cfg, m = trainer.config_dict, trainer.config_dict["method"]
+    coin = torch.tensor(0.0 if flipped else 0.9)  # FastCUT's coin: torch.rand(()) < 0.5 on the CPU
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: coin)
+    size, batch = cfg["data"]["crop_size"], cfg["train"]["batch_size"]
+    counted, _ = count_flops(trainer.train_step, make_batch(batch, size, device="meta"))
+    analytic = cut_step_flops(trainer.G, trainer.D, size, batch, m["nce_layers"], m["num_patches"], m["nc"],
+                              m["nce_idt"], flipped, m["reuse_source_features"], m["negatives"])
+    assert counted == analytic["total"] > 0
