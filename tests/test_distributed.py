@@ -10,7 +10,7 @@ CUT's losses are means of per-image terms (instance norm, internal negatives), s
 mean is the average of the per-rank gradients. Patch locations are random and differ between ranks and the
 single-process run; with ``num_patches`` >= H·W at every layer every location is used and PatchNCE (a mean over
 patches, negatives = all other patches of the image) does not depend on their order, so the comparison is exact
-up to float rounding.
+up to rounding (the comparison trains in float64).
 """
 
 from __future__ import annotations
@@ -98,10 +98,10 @@ def _worker(rank: int, cfg_dict: dict, out_dir: str, port: int) -> None:
     result = {"rng0": torch.get_rng_state()}
     result["steps"] = _train_steps(trainer, 2, record_pre_sync=True)
     # gradient averaging itself: rank-dependent grads, one missing, buckets forced small
-    ps = [torch.zeros(3, requires_grad=True), torch.zeros(5, requires_grad=True), torch.zeros(2, requires_grad=True)]
-    ps[0].grad, ps[1].grad = torch.full((3,), float(rank + 1)), torch.arange(5.0) * (rank + 1)
+    ps = [torch.zeros(n, dtype=torch.float32, requires_grad=True) for n in (3, 5, 2)]
+    ps[0].grad, ps[1].grad = torch.full((3,), rank + 1.0, dtype=torch.float32), torch.arange(5.0, dtype=torch.float32) * (rank + 1)
     if rank == 0:
-        ps[2].grad = torch.ones(2)
+        ps[2].grad = torch.ones(2, dtype=torch.float32)
     GradientSync(WORLD, bucket_bytes=16)(ps)
     result["sync"] = [p.grad.clone() for p in ps]
     # every rank's RNG stream is saved and given back on resume
@@ -140,10 +140,9 @@ def test_ranks_stay_identical_and_equal_one_process_on_the_concatenated_batch(tw
     cfg.train.batch_size = WORLD  # one process, the global batch
     torch.set_default_dtype(torch.float64)
     try:
-            single = _train_steps(build_trainer(cfg, tmp_path / "single"), 2)
+        single = _train_steps(build_trainer(cfg, tmp_path / "single"), 2)
     finally:
         torch.set_default_dtype(torch.float32)
-    settled = {}  # elements whose gradient stands out of the rounding noise at every step so far
     for step, ref in enumerate(single):
         r0, r1 = ranks[0]["steps"][step], ranks[1]["steps"][step]
         assert torch.cat([r0["A_index"], r1["A_index"]]).tolist() == ref["A_index"].tolist()
@@ -157,9 +156,8 @@ def test_ranks_stay_identical_and_equal_one_process_on_the_concatenated_batch(tw
             # the average of the two per-rank gradients is the global one; one rank's own gradient is not
             torch.testing.assert_close((r0["pre"][k] + r1["pre"][k]) / 2, g, rtol=0, atol=1e-4 * scale + 1e-12)
             far += not torch.allclose(r0["pre"][k], g, rtol=0, atol=1e-2 * scale)
-            settled[k] = settled.get(k, True) & (g.abs() > 1e-3 * scale) & (scale > 1e-9)
-            torch.testing.assert_close(r0["param"][k][settled[k]], ref["param"][k][settled[k]], rtol=0, atol=1e-8,
-                                       msg=k)
+            # Adam moves a weight by about lr = 2e-4 per step whatever the gradient's size: 1e-6 is 1/200 of it
+            torch.testing.assert_close(r0["param"][k], ref["param"][k], rtol=0, atol=1e-6, msg=k)
         assert far > len(ref["grad"]) // 2  # the comparison can fail
 
 

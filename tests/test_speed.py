@@ -136,42 +136,43 @@ def test_bf16_autocast_losses_are_within_a_few_percent_of_fp32(compose, experime
 
 
 # ---------------------------------------------------------------------------------------------- step equality
-def step_and_weights(trainer, batch: dict, seed: int = 11) -> tuple[dict, dict]:
+def step_and_grads(trainer, batch: dict, seed: int = 11) -> tuple[dict, dict]:
+    """Loss terms of one step and the gradients it stepped with (G step: G + heads; D step: D)."""
     torch.manual_seed(seed)
     trainer.train_step(batch)
     terms = {k: (v / trainer._count) for k, v in trainer._sums.items()}
-    weights = {f"{n}.{k}": v.detach().clone() for n, net in (("G", trainer.G), ("D", trainer.D))
-               for k, v in net.state_dict().items()}
-    return terms, weights
+    grads = {n: torch.cat([p.grad.contiguous().flatten() for p in net.parameters() if p.grad is not None])
+             for n, net in (("G", trainer.G), ("D", trainer.D), ("method", trainer.method))}
+    return terms, grads
 
 
-def assert_same_step(compose, lever: list[str], rtol: float, atol: float) -> None:
+def assert_same_step(compose, lever: list[str], rtol: float) -> None:
     common = ["generator.ngf=4", "discriminator.ndf=4", "train.amp=none"]
     plain = smoke_trainer(compose, "cut_horse2zebra", *common)
     fast = smoke_trainer(compose, "cut_horse2zebra", *common, *lever)
     batch = make_batch(1, 32, seed=2)
-    terms_a, weights_a = step_and_weights(plain, batch)
-    terms_b, weights_b = step_and_weights(fast, batch)
+    terms_a, grads_a = step_and_grads(plain, batch)
+    terms_b, grads_b = step_and_grads(fast, batch)
     assert terms_a.keys() == terms_b.keys()
     for k in terms_a:
-        torch.testing.assert_close(terms_b[k], terms_a[k], rtol=rtol, atol=atol)
-    for k in weights_a:
-        torch.testing.assert_close(weights_b[k].contiguous(), weights_a[k].contiguous(), rtol=rtol, atol=atol)
+        torch.testing.assert_close(terms_b[k], terms_a[k], rtol=rtol, atol=rtol)
+    for k in grads_a:  # relative error of the whole gradient (biases before instance norm have ~0 gradients)
+        assert (grads_b[k] - grads_a[k]).norm() <= rtol * grads_a[k].norm(), k
 
 
 def test_channels_last_step_equals_contiguous_step(compose):
-    assert_same_step(compose, ["train.channels_last=true"], rtol=1e-4, atol=1e-6)
+    assert_same_step(compose, ["train.channels_last=true"], rtol=1e-4)
 
 
 def test_grouped_layers_step_equals_per_layer_step(compose):
-    assert_same_step(compose, ["train.group_layers=true"], rtol=1e-5, atol=1e-7)
+    assert_same_step(compose, ["train.group_layers=true"], rtol=1e-5)
 
 
 @pytest.mark.slow
 def test_compiled_step_equals_eager_step(compose):
     """torch.compile (inductor, CPU C++ codegen) of G, D and the NCE loss: one step, same losses and weights."""
     torch._dynamo.reset()
-    assert_same_step(compose, ["train.compile=default", "train.group_layers=true"], rtol=1e-4, atol=1e-5)
+    assert_same_step(compose, ["train.compile=default", "train.group_layers=true"], rtol=1e-4)
     torch._dynamo.reset()
 
 

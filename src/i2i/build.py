@@ -178,8 +178,11 @@ def build_method(cfg, G) -> torch.nn.Module:
         except ValueError as e:
             raise ConfigError(f"method.pairs={pairs}: {e} — set method.pairs to same-shape pairs") from None
     ignored = ("ignore_keys", *(mcfg.get("ignore_keys") or ()))  # keys other methods' presets set (debug=smoke)
-    return instantiate(mcfg, drop=_META_KEYS + ignored, init_type=cfg.generator.get("init_type", "xavier"),
-                       init_gain=cfg.generator.get("init_gain", 0.02), **extra)
+    try:
+        return instantiate(mcfg, drop=_META_KEYS + ignored, init_type=cfg.generator.get("init_type", "xavier"),
+                           init_gain=cfg.generator.get("init_gain", 0.02), **extra)
+    except ValueError as e:  # the methods name the offending key in their message
+        raise ConfigError(f"method ({mcfg.get('name')}): {e}") from None
 
 
 def build_dataset(dcfg, seed: int, phase: str = "train"):
