@@ -153,6 +153,9 @@ class EnCo(Method):
         for key in ("A", "B"):
             if bool(torch.rand(()) < 0.5):
                 batch[key] = batch[key].flip(3)  # the loop's later calls (D step, visuals) see the same images
+                params = batch.get(f"{key}_params")
+                if params is not None:  # keep the recorded flip true (the feedback cache reads it)
+                    batch[f"{key}_params"] = torch.cat([params[:, :4], 1 - params[:, 4:5]], dim=1)
 
     def forward_G(self, G: nn.Module, batch: dict) -> dict:
         if self.flip_augment and self.training:
