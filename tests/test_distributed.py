@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
 #: 16 px crops: layer 0 of G (reflection-padded) has 22·22 = 484 locations, so 512 patches take every location
 EQUIV = ["experiment=cut_horse2zebra", "debug=smoke", "data.load_size=18", "data.crop_size=16",
-         "method.num_patches=512", "discriminator.n_layers=2", "train.n_epochs=1", "train.n_epochs_decay=1", "train.max_steps=2"]
+         "method.num_patches=512", "discriminator.n_layers=2", "train.n_epochs=1", "train.n_epochs_decay=1",
+         "train.max_steps=2"]
 
 
 def _free_port() -> int:
@@ -99,7 +100,8 @@ def _worker(rank: int, cfg_dict: dict, out_dir: str, port: int) -> None:
     result["steps"] = _train_steps(trainer, 2, record_pre_sync=True)
     # gradient averaging itself: rank-dependent grads, one missing, buckets forced small
     ps = [torch.zeros(n, dtype=torch.float32, requires_grad=True) for n in (3, 5, 2)]
-    ps[0].grad, ps[1].grad = torch.full((3,), rank + 1.0, dtype=torch.float32), torch.arange(5.0, dtype=torch.float32) * (rank + 1)
+    ps[0].grad = torch.full((3,), rank + 1.0, dtype=torch.float32)
+    ps[1].grad = torch.arange(5.0, dtype=torch.float32) * (rank + 1)
     if rank == 0:
         ps[2].grad = torch.ones(2, dtype=torch.float32)
     GradientSync(WORLD, bucket_bytes=16)(ps)

@@ -7,12 +7,15 @@ Thin Hydra wrapper over :class:`i2i.metrics.evaluate.MetricSuite` (config: confi
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from i2i.cli.common import config_dir
 from i2i.metrics.evaluate import MetricSuite, write_metrics_json
 from i2i.metrics.features import make_extractor
 
@@ -60,13 +63,20 @@ def run(cfg: dict) -> dict:
     return values
 
 
-@hydra.main(version_base="1.3", config_path="../../../configs", config_name="compare")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (console script ``i2i-compare``)."""
+@hydra.main(config_path=config_dir(), config_name="compare", version_base="1.3")
+def _main(cfg: DictConfig) -> None:
     try:
         run(OmegaConf.to_container(cfg, resolve=True))
-    except (FileNotFoundError, ValueError, TypeError) as e:  # bad input: one line, no traceback
-        raise SystemExit(f"i2i-compare: {e}") from None
+    except (FileNotFoundError, ValueError, TypeError) as e:  # bad input: one line (I2I_DEBUG=1: traceback), exit 2
+        if os.environ.get("I2I_DEBUG"):
+            raise
+        print(f"i2i-compare: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point (``i2i-compare``)."""
+    _main()
 
 
 if __name__ == "__main__":

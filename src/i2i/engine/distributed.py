@@ -180,7 +180,8 @@ class GradientSync:
         size = 0
         for p in params:
             nbytes = p.numel() * p.element_size()
-            if not out or size + nbytes > self.bucket_bytes or (out[-1][0].device, out[-1][0].dtype) != (p.device, p.dtype):
+            same_kind = bool(out) and (out[-1][0].device, out[-1][0].dtype) == (p.device, p.dtype)
+            if not same_kind or size + nbytes > self.bucket_bytes:
                 out.append([])
                 size = 0
             out[-1].append(p)

@@ -157,16 +157,17 @@ class MetricSuite:
 
     def meta(self) -> dict:
         """Everything needed to reproduce the numbers: protocol, weights hash, folders, metric settings, cache use."""
+        settings = {
+            "fid": "pytorch-fid calculate_frechet_distance (float64 mean/cov, scipy sqrtm, eps 1e-6 fallback)",
+            "kid": {"kernel": "(x.y/d+1)^3", "estimator": "unbiased MMD^2 x100", "subsets": self.kid_subsets,
+                    "subset_size": self.kid_subset_size, "fused": "reference = target U source features"},
+            "swd": {"resolution": self.swd_resolution, "nhood": 7, "per_image": 128, "dirs": "4x128", "scale": 1e3},
+            "pr": {"k": self.pr_k}}
+        cache = None if self.cache is None else {"dir": str(self.cache.dir), "hits": self.cache.hits,
+                                                 "misses": self.cache.misses}
         return {**self._extractor_meta(), "metrics": list(self.metrics), "real_dir": str(self.real_dir),
                 "source_dir": str(self.source_dir) if self.source_dir else None, "device": str(self.device),
-                "fid": "pytorch-fid calculate_frechet_distance (float64 mean/cov, scipy sqrtm, eps 1e-6 fallback)",
-                "kid": {"kernel": "(x.y/d+1)^3", "estimator": "unbiased MMD^2 x100", "subsets": self.kid_subsets,
-                        "subset_size": self.kid_subset_size, "fused": "reference = target U source features"},
-                "swd": {"resolution": self.swd_resolution, "nhood": 7, "per_image": 128, "dirs": "4x128",
-                        "scale": 1e3},
-                "pr": {"k": self.pr_k}, "seed": self.seed,
-                "cache": None if self.cache is None else {"dir": str(self.cache.dir), "hits": self.cache.hits,
-                                                          "misses": self.cache.misses}}
+                **{m: settings[m] for m in self.metrics}, "seed": self.seed, "cache": cache}
 
 
 def evaluate_folders(fake_dir, real_dir, metrics=("fid", "kid"), extractor=None, device="auto", batch_size: int = 50,
