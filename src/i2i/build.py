@@ -242,7 +242,7 @@ def loop_config(cfg, device: torch.device) -> LoopConfig:
     return LoopConfig(n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay, warmup_epochs=t.warmup_epochs,
                       batch_size=t.batch_size, max_steps=t.max_steps, num_workers=t.num_workers, log_every=t.log_every,
                       sample_every=t.sample_every, ckpt_every=t.ckpt_every, save_epoch_every=t.save_epoch_every,
-                      eval_every_epochs=cfg.get("eval", {}).get("every_epochs", 0) or 0, amp=amp,
+                      eval_every_epochs=(cfg.eval.every_epochs or 0) if cfg.eval.metrics else 0, amp=amp,
                       no_crop_after_epoch=cfg.data.get("no_crop_after_epoch"), on_nonfinite=t.on_nonfinite,
                       seed=cfg.seed, lr_g=o.lr_g, lr_d=o.lr_d, lr_f=o.lr_f, betas=tuple(o.betas), fused_adam=bool(fused),
                       tensorboard=t.tensorboard, **speed_levers(t, device))
@@ -299,8 +299,54 @@ def build_trainer(cfg, run_dir: Path, dataset=None) -> Trainer:
                             prefetch_factor=lcfg.prefetch_factor)
 
     comm = distributed.Communicator(env, cfg.seed) if env.enabled else None
-    return Trainer(G, D, method, gan_loss, dataset, lcfg, run_dir, device, to_dict(cfg), loader,
+    evaluate = build_evaluator(cfg, device, feedback) if lcfg.eval_every_epochs and env.is_main else None
+    return Trainer(G, D, method, gan_loss, dataset, lcfg, run_dir, device, to_dict(cfg), loader, evaluate=evaluate,
                    is_main=env.is_main, world_size=env.world_size, comm=comm)
+
+
+def test_split_dirs(dcfg) -> tuple[Path, Path]:
+    """(source, target) test folders of an unpaired dataset, honouring ``data.direction`` (and valA/valB)."""
+    from i2i.data.validate import domain_dir
+
+    src, tgt = ("A", "B") if dcfg.direction == "AtoB" else ("B", "A")
+    return Path(domain_dir(dcfg.root, "test", src)), Path(domain_dir(dcfg.root, "test", tgt))
+
+
+def build_metric_suite(metrics, real_dir: Path, source_dir: Path | None, cache_dir, device, weights=None,
+                       batch_size: int = 50, extractor: str = "inception"):
+    """:class:`~i2i.metrics.MetricSuite` with one-line errors for missing folders or FID weights.
+
+    ``extractor=mock`` is a testing aid (a fixed random projection instead of Inception): never for reported numbers.
+    """
+    from i2i.metrics import MetricSuite
+    from i2i.metrics.features import make_extractor
+
+    for d in (real_dir, source_dir):
+        if d is not None and not Path(d).is_dir():
+            raise DataError(f"{d}: no such folder — metrics need the dataset's test split (testA/testB)")
+    try:
+        needs_features = bool({"fid", "kid", "pr"} & set(metrics))
+        feats = make_extractor(extractor, weights, str(device)) if needs_features else None
+        return MetricSuite(metrics=tuple(metrics), real_dir=real_dir, source_dir=source_dir, cache_dir=cache_dir,
+                           device=str(device), weights=weights, batch_size=batch_size, extractor=feats)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"metrics: {e}") from None
+
+
+def build_evaluator(cfg, device: torch.device, feedback=None):
+    """Every ``eval.every_epochs``: translate the test split and compute ``eval.metrics`` against its target side."""
+    from i2i.data.folder import ImageFolderDataset
+    from i2i.engine.evaluation import make_evaluator
+
+    e = cfg.eval
+    src, tgt = test_split_dirs(cfg.data)
+    suite = build_metric_suite(e.metrics, tgt, src if e.fused_kid else None, cfg.paths.cache_dir, device,
+                               e.weights, e.feature_batch_size, e.extractor)
+    dataset = ImageFolderDataset(src, channels=cfg.data.channels, max_dataset_size=e.num_images)
+    prepare = None
+    if feedback is not None:  # the test-time placeholder map (all ones by default)
+        prepare = lambda x, batch: feedback.test_input(x, None)  # noqa: E731
+    return make_evaluator(suite, dataset, device, batch_size=1, prepare=prepare)
 
 
 def distributed_env(cfg) -> distributed.DistEnv:
@@ -432,10 +478,29 @@ def run_test(cfg: DictConfig) -> Path:
         out_dir = ckpt_path.parent.parent / f"test_{ckpt_path.stem}"
     else:
         out_dir = Path("results") / ckpt_path.stem
+    suite = None
+    if cfg.metrics:  # checked before translating: a missing reference or weights file fails first
+        if cfg.metrics_real is not None:
+            real, source = Path(cfg.metrics_real), None
+        elif cfg.data.kind == "folder":
+            raise ConfigError("metrics need a reference folder: use data=<dataset> (its test split) or "
+                              "metrics_real=<folder of target-domain images>")
+        else:
+            source, real = test_split_dirs(cfg.data)
+        suite = build_metric_suite(cfg.metrics, real, source if cfg.fused_kid else None, cfg.paths.cache_dir,
+                                   device, cfg.weights, extractor=cfg.extractor)
     prepare = build_test_feedback(cfg, info, device)
     stems = translate_dataset(G.to(device), dataset, out_dir, device, batch_size=cfg.batch_size, prepare=prepare)
     (out_dir / "info.json").write_text(json.dumps({"checkpoint": info["path"], "source": info["source"],
                                                   "input_dir": str(src), "n_images": len(stems)}, indent=2))
     print(f"i2i: translated {len(stems)} images from {src}: {out_dir}/fake_B/ (gallery {out_dir / 'index.html'})",
           file=sys.stderr)
+    if suite is not None:
+        from i2i.metrics import write_metrics_json
+
+        values = suite.compute(out_dir / "fake_B")
+        path = write_metrics_json(out_dir / "metrics.json", values, suite.meta())
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float))
+        print(f"i2i: {shown} ({values.get('n_fake')} fake vs {values.get('n_real')} real images): {path}",
+              file=sys.stderr)
     return out_dir

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from i2i.engine import schedule
+from i2i.engine.evaluation import LOWER_IS_BETTER
 from i2i.engine.speed import apply_levers, step_begin
 from i2i.engine.distributed import convert_step
 from i2i.engine.signals import StopRequest, TrainingInterrupted
@@ -106,7 +107,7 @@ class Trainer:
         self.G, self.D, self.method, self.gan_loss, self.dataset = G, D, method, gan_loss, dataset
         self.cfg, self.run_dir, self.device, self.config_dict = cfg, Path(run_dir), device, config_dict
         self.build_loader, self.evaluate, self.is_main, self.world_size = build_loader, evaluate, is_main, world_size
-        self.step, self.best = 0, {}
+        self.step, self.best, self.last_metrics = 0, {}, {}
         apply_levers(G, D, method, cfg.channels_last, cfg.compile, cfg.cuda_graphs, cfg.group_layers)
         groups = method.param_groups()
         # on_nonfinite=skip: the fused kernel takes a device-side skip flag (found_inf), see _flag_nonfinite
@@ -321,6 +322,10 @@ class Trainer:
             self._log(bar)
         self.save("last.pt")
         self.logger.close()
+        if self.is_main and self.best:
+            print("i2i: " + "; ".join(f"{name}: last {self.last_metrics.get(name, float('nan')):.4g}, best "
+                                      f"{b['value']:.4g} at epoch {b['epoch']}" for name, b in self.best.items()),
+                  file=sys.stderr)
 
     def _stop_now(self) -> bool:
         """Whether a SIGINT/SIGTERM asked to stop (a Python flag: no sync). Under DDP rank 0's flag is shared at
@@ -363,9 +368,12 @@ class Trainer:
         if self.comm is not None:  # the others wait here; every rank keeps the same `best` and saves together
             values = self.comm.broadcast_object(values)
         if values:
+            self.last_metrics = dict(values)
             self.logger.scalars(self.step, {f"Metrics/{k}": v for k, v in values.items()}, {"epoch": epoch},
                                 file="metrics.jsonl")
             for name, v in values.items():
+                if name not in LOWER_IS_BETTER:
+                    continue
                 if name in self.best and self.best[name]["value"] <= v:
                     continue
                 self.best[name] = {"value": v, "epoch": epoch, "step": self.step}
