@@ -310,7 +310,7 @@ class Trainer:
                     self.step += 1
                     bar.update(1)
                     self._periodic(batch, out, bar)
-                    if self._stop_now():
+                    if self.step < self.total_steps and self._stop_now():  # done anyway: finish normally
                         self._interrupt(bar)
                     if self.step >= self.total_steps or self.step % self.steps_per_epoch == 0:
                         break
@@ -341,6 +341,8 @@ class Trainer:
         """Write ``ckpt/last.pt`` at this step boundary (unless just written) and raise TrainingInterrupted."""
         if self._count:
             self._log(bar)
+        if self.step % self.steps_per_epoch == 0 and self.step < self.total_steps:  # as if uninterrupted
+            self._end_of_epoch(self.step // self.steps_per_epoch)
         path = self.run_dir / "ckpt" / "last.pt"
         if self._last_ckpt is None or self._last_ckpt[0] != self.step:
             path = self.save("last.pt")
