@@ -73,7 +73,7 @@ def compose_cfg(experiment: str, args, extra: list[str], device: str, batch: int
     overrides = [f"experiment={experiment}", f"device={device}", f"train.batch_size={batch}",
                  f"data.load_size={args.size}", f"data.crop_size={args.size}", f"generator.ngf={args.ngf}",
                  f"discriminator.ndf={args.ngf}", "train.tensorboard=false", f"paths.checkpoints_dir={tmp}",
-                 f"paths.datasets_dir={tmp}", f"paths.cache_dir={tmp}"] + extra
+                 f"paths.datasets_dir={tmp}", f"paths.cache_dir={tmp}", "eval.every_epochs=0"] + extra
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
@@ -146,6 +146,24 @@ def time_steps(trainer, batches: list[dict], warmup: int, iters: int, device: to
     return [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(iters)]
 
 
+def profile_steps(trainer, batches: list[dict], out_dir: Path, device: torch.device, steps: int = 5) -> None:
+    """torch.profiler over ``steps`` warm steps: top ops by device (or CPU) time, and a Chrome trace."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for i in range(steps):
+            trainer.train_step(batches[i % len(batches)])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(out_dir / "trace.json"))
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=25)
+    (out_dir / "top_ops.txt").write_text(table)
+    print(f"profile: {out_dir}/top_ops.txt, trace.json", file=sys.stderr)
+
+
 def count_syncs(trainer, batches: list[dict], steps: int = 2) -> int:
     """Synchronising CUDA calls per step (torch.cuda.set_sync_debug_mode), after warm-up."""
     with warnings.catch_warnings(record=True) as caught:
@@ -170,6 +188,8 @@ def run_one(name: str, mode: str, batch: int, args, flops: float | None) -> dict
         torch.cuda.reset_peak_memory_stats(device)
     times = time_steps(trainer, batches, args.warmup, args.iters, device)
     sec = statistics.median(times)
+    if args.profile:
+        profile_steps(trainer, batches, Path(args.profile) / f"{name}_{mode}_b{batch}", device)
     row.update(s_per_iter=sec, images_per_s=batch / sec,
                peak_mem_GB=torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
                GFLOP_per_iter=flops / 1e9 if flops else None, TFLOP_per_s=flops / sec / 1e12 if flops else None,
@@ -286,6 +306,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "horse2zebra"))
     p.add_argument("--decode-images", type=int, default=200)
     p.add_argument("--metrics-images", type=int, default=100, help="images timed; the cost is scaled to 500")
+    p.add_argument("--profile", default=None, help="directory: profile 5 steps of every run (top ops + trace)")
     p.add_argument("--flops-only", action="store_true", help="only count FLOPs per iteration (meta device, no timing)")
     p.add_argument("--out", default=None, help="write all numbers as JSON here")
     args = p.parse_args(argv)

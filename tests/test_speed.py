@@ -41,7 +41,7 @@ def make_batch(batch: int, size: int, device: str = "cpu", seed: int = 0) -> dic
 
 
 def smoke_trainer(compose, experiment: str = "cut_horse2zebra", *overrides: str):
-    cfg = compose(f"experiment={experiment}", "debug=smoke", *overrides)
+    cfg = compose(f"experiment={experiment}", "debug=smoke", "eval.every_epochs=0", *overrides)
     return build_trainer(cfg, cfg.run_dir, dataset=StandIn())
 
 
@@ -168,6 +168,7 @@ def test_grouped_layers_step_equals_per_layer_step(compose):
     assert_same_step(compose, ["train.group_layers=true"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_step_equals_eager_step(compose):
     """The whole step with G, D and the NCE loss captured by torch.compile (dynamo + AOTAutograd, ``aot_eager``
     backend: cheap on a CPU; the inductor code generation is checked on the NCE loss below)."""
@@ -203,8 +204,8 @@ def test_inductor_compiled_nce_equals_eager(monkeypatch):
     loss_a, grads_a = nce_and_grads(method, fk, fq, seed=5)
     loss_b, grads_b = nce_and_grads(compiled, fk, fq, seed=5)
     torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-6)
-    for a, b in zip(grads_a, grads_b):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    for a, b in zip(grads_a, grads_b):  # fused float32 kernels: compare ||b - a|| / ||a||
+        assert (b - a).norm() <= 1e-5 * a.norm()
     torch._dynamo.reset()
 
 
@@ -244,10 +245,11 @@ def test_analytic_flops_of_one_call(module, shape, expected):
 def test_counted_step_flops_equal_the_analytic_count(compose, monkeypatch, experiment, flipped, overrides):
     trainer = smoke_trainer(compose, experiment, "device=meta", "method.nc=16", *overrides)
     cfg, m = trainer.config_dict, trainer.config_dict["method"]
+    size, batch = cfg["data"]["crop_size"], cfg["train"]["batch_size"]
+    data = make_batch(batch, size, device="meta")
     coin = torch.tensor(0.0 if flipped else 0.9)  # FastCUT's coin: torch.rand(()) < 0.5 on the CPU
     monkeypatch.setattr(torch, "rand", lambda *a, **k: coin)
-    size, batch = cfg["data"]["crop_size"], cfg["train"]["batch_size"]
-    counted, _ = count_flops(trainer.train_step, make_batch(batch, size, device="meta"))
+    counted, _ = count_flops(trainer.train_step, data)
     analytic = cut_step_flops(trainer.G, trainer.D, size, batch, m["nce_layers"], m["num_patches"], m["nc"],
                               m["nce_idt"], flipped, m["reuse_source_features"], m["negatives"])
     assert counted == analytic["total"] > 0

@@ -252,7 +252,7 @@ def speed_levers(t, device: torch.device) -> dict:
     """The ``train.*`` speed keys (engine/speed.py, docs/benchmarks.md) as LoopConfig fields."""
     from i2i.engine.speed import compile_mode
 
-    group = t.get("group_layers", "auto")
+    group = t.get("group_layers", False)
     try:
         compile_mode(t.get("compile", "none"), bool(t.get("cuda_graphs", False)))
     except ValueError as e:

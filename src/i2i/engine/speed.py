@@ -157,7 +157,7 @@ class GroupedNCE:
 
         m = self.method
         layers, b, n, _ = k.shape
-        k, q = self._heads(positions, k), self._heads(positions, q)  # [L, B, N, nc]
+        k, q = self._heads(positions, torch.cat([k, q], 1)).split(b, 1)  # one MLP pass: [L, 2B, N, nc] -> 2 x [L, B, N, nc]
         c = k.shape[-1]
         if m.negatives == "batch":  # one "image" of B*N patches per layer == batch negatives within the layer
             loss = patch_nce_loss(q.reshape(layers, b * n, c), k.reshape(layers, b * n, c), m.tau, "image", m.diagonal)
