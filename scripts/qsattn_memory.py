@@ -3,16 +3,30 @@
     python scripts/qsattn_memory.py [--size 256] [--batches 1 4] [--device cuda]
 
 On CUDA it measures ``torch.cuda.max_memory_allocated`` (see ``i2i.samplers.qsattn.qsattn_loss_peak_memory``);
-elsewhere it prints the analytic size of the dominant attention tensors.
+on the CPU the growth of peak resident memory, each configuration in a fresh process. The analytic size of the
+dominant attention tensors is printed beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 
 import torch
 
 from i2i.samplers.qsattn import qsattn_loss_peak_memory
+
+
+def measure(batch: int, size: int, chunked: bool, device: str, attention: str) -> dict:
+    """One configuration; on the CPU in a fresh process so that its peak RSS is its own."""
+    if device.startswith("cuda"):
+        return qsattn_loss_peak_memory(batch, size, chunked, device, attention)
+    code = ("import json, torch; from i2i.samplers.qsattn import qsattn_loss_peak_memory as m; "
+            f"print(json.dumps(m({batch}, {size}, {chunked}, {device!r}, {attention!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -28,7 +42,7 @@ def main() -> None:
     for attention in args.attention:
         for batch in args.batches:
             for chunked in (False, True):
-                r = qsattn_loss_peak_memory(batch, args.size, chunked, args.device, attention)
+                r = measure(batch, args.size, chunked, args.device, attention)
                 measured = "n/a" if r["measured_bytes"] is None else f"{r['measured_bytes'] / mib:.0f}"
                 a = r["analytic"]
                 print(f"| {attention} | {batch} | {'chunked' if chunked else 'straightforward'} | {measured} | "

@@ -294,7 +294,7 @@ class Trainer:
 
     def _fit(self) -> None:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, dynamic_ncols=True,
-                   desc=self.run_dir.name)
+                   desc=self.run_dir.name, mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs: few lines
         self._t0, self._s0 = time.perf_counter(), self.step
         out = batch = None
         if self.is_main:

@@ -307,11 +307,12 @@ def qsattn_loss_peak_memory(batch: int, size: int = 256, chunked: bool = True, d
 
     The generator features (published layers 0, 4, 8, 12, 16 of a ResNet-9, identity NCE on) are given as
     leaf tensors, so only the sampler, the projection heads and PatchNCE are measured. On CUDA the result is
-    ``torch.cuda.max_memory_allocated`` minus the memory held before the evaluation; elsewhere only the
-    analytic estimate (:func:`attention_memory_bytes`) is returned.
+    ``torch.cuda.max_memory_allocated`` minus the memory held before the evaluation; on the CPU the growth of the
+    process's peak resident memory (``ru_maxrss``; run each configuration in a fresh process, as
+    ``scripts/qsattn_memory.py`` does); the analytic estimate (:func:`attention_memory_bytes`) always.
 
     Returns:
-        ``{"device", "batch", "size", "chunked", "attention", "measured_bytes" (None off CUDA), "analytic": {...}}``.
+        ``{"device", "batch", "size", "chunked", "attention", "measured_bytes", "measured_how", "analytic": {...}}``.
     """
     from i2i.methods.qsattn import QSAttn
     from i2i.models.generators import ResnetGenerator
@@ -324,17 +325,26 @@ def qsattn_loss_peak_memory(batch: int, size: int = 256, chunked: bool = True, d
               "analytic": attention_memory_bytes(batch, size, chunked, attention, chunk_size=chunk_size,
                                                  channels=shapes[-1][0])}
     dev = torch.device(device)
-    if dev.type != "cuda" or not torch.cuda.is_available():
+    if dev.type == "cuda" and not torch.cuda.is_available():
         return result
     method = QSAttn([c for c, _, _ in shapes], layers, attention=attention,
                     chunk_size=chunk_size if chunked else 0).to(dev)
     gen = torch.Generator(device=dev).manual_seed(0)
     feats = [[torch.randn(2 * batch, *s, device=dev, generator=gen).requires_grad_() for s in shapes]
              for _ in range(2)]
+    if dev.type != "cuda":  # CPU: growth of the process's peak resident memory (meaningful in a fresh process)
+        import resource
+
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        method.nce_per_image(feats[0], feats[1]).mean().backward()
+        result["measured_bytes"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+        result["measured_how"] = "CPU peak RSS growth (ru_maxrss)"
+        return result
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)
     base = torch.cuda.memory_allocated(dev)
     method.nce_per_image(feats[0], feats[1]).mean().backward()
     torch.cuda.synchronize(dev)
     result["measured_bytes"] = torch.cuda.max_memory_allocated(dev) - base
+    result["measured_how"] = "torch.cuda.max_memory_allocated"
     return result
