@@ -101,6 +101,14 @@ class Method(nn.Module):
         return G(x, layers=layers) if layers else G(x)
 
     @staticmethod
+    def split_translations(fake: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
+        """``fake`` of G([real_A; real_B]) -> ``{"fake_B": first n rows, "idt_B": the rest (if any)}``."""
+        out = {"fake_B": fake[:n]}
+        if fake.shape[0] > n:
+            out["idt_B"] = fake[n:]
+        return out
+
+    @staticmethod
     def discriminate(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """D logits; attention discriminators return (logits, attention) and only the logits are used here."""
         pred = D(x)

@@ -80,10 +80,7 @@ class CUT(Method):
             fake, feats = self.translate(G, real, batch, side="A", layers=self.nce_layers, hflip=flipped)
         else:
             fake, feats = self.translate(G, real, batch, side="A", hflip=flipped), None
-        out = {"fake_B": fake[:n], "flipped": flipped, "source_feats": feats}
-        if fake.shape[0] > n:
-            out["idt_B"] = fake[n:]
-        return out
+        return {**self.split_translations(fake, n), "flipped": flipped, "source_feats": feats}
 
     def generator_losses(self, G: nn.Module, D: nn.Module, batch: dict, out: dict,
                          gan_loss: GANLoss) -> dict[str, torch.Tensor]:

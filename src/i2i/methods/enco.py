@@ -169,9 +169,7 @@ class EnCo(Method):
             out = {"enc_feats": [f[:n] for f in feats[:p]], "dec_feats": [f[:n] for f in feats[p:]]}
         else:
             fake, out = self.translate(G, real, batch, side="A"), {}
-        out["fake_B"] = fake[:n]
-        if fake.shape[0] > n:
-            out["idt_B"] = fake[n:]
+        out.update(self.split_translations(fake, n))
         return out
 
     def generator_losses(self, G: nn.Module, D: nn.Module, batch: dict, out: dict,
