@@ -48,3 +48,20 @@ def test_metrics_on_a_plain_folder_need_a_reference(compose, tmp_path):
                   "extractor=mock", config="test")
     with pytest.raises(ConfigError, match="metrics_real="):
         run_test(cfg)
+
+
+def test_in_memory_images_equal_the_saved_pngs(tmp_path):
+    """Metrics during training (in memory) and after i2i-test (PNGs) see the same pixels: one conversion,
+    the published tensor2im truncation."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from i2i.metrics import tensor_to_uint8
+    from i2i.utils.images import save_image
+
+    x = torch.linspace(-1, 1, 3 * 8 * 16).reshape(3, 8, 16)
+    save_image(x, tmp_path / "x.png")
+    saved = np.asarray(Image.open(tmp_path / "x.png")).transpose(2, 0, 1)
+    assert np.array_equal(saved, tensor_to_uint8(x).numpy())
+    assert np.array_equal(saved, ((x.numpy() + 1) / 2 * 255).astype(np.uint8))  # truncation, as published

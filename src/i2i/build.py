@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import random
 import sys
 from pathlib import Path
@@ -25,8 +24,6 @@ from i2i.engine import distributed
 from i2i.engine.loop import LoopConfig, NonFiniteLossError, Trainer
 from i2i.engine.state import CheckpointError, is_checkpoint, mismatch_line, safe_load
 from i2i.models.layers import init_weights
-
-log = logging.getLogger("i2i")
 
 
 
@@ -385,7 +382,8 @@ def load_generator(ckpt: str | Path, which: str = "last.pt") -> tuple[torch.nn.M
     """Generator from a run dir, an i2i checkpoint or a published ``latest_net_G.pth``.
 
     Returns:
-        (G on CPU in eval mode, info dict with ``source``, ``path``, ``cfg`` (our checkpoints) and ``channels``).
+        (G on CPU in eval mode, info dict with ``source``, ``path``, ``channels``; for our checkpoints also ``cfg``
+        and the loaded ``state``).
     """
     path = Path(ckpt)
     if path.is_dir():
@@ -402,7 +400,7 @@ def load_generator(ckpt: str | Path, which: str = "last.pt") -> tuple[torch.nn.M
                                   f"checkpoint ({mismatch_line(e)}) — the file was altered or mixed up; use the run's "
                                   "own checkpoint") from None
         info = {"source": "i2i", "path": str(path), "cfg": run_cfg, "channels": run_cfg["data"]["channels"],
-                "step": state["step"], "epoch": state["epoch"]}
+                "step": state["step"], "epoch": state["epoch"], "state": state}
     else:
         if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
             raise CheckpointError(f"{path}: neither an i2i checkpoint nor a generator state_dict")
@@ -434,7 +432,7 @@ def build_test_feedback(cfg, info: dict, device: torch.device):
     if run_cfg is None or not feedback_enabled(run_cfg):
         return None
     feedback = build_feedback(run_cfg)
-    state = safe_load(info["path"])
+    state = info["state"]  # loaded once, by load_generator
     own = {k[len("feedback."):]: v for k, v in state["method"].items() if k.startswith("feedback.")}
     feedback.load_state_dict(own)
     placeholder = cfg.get("feedback_placeholder") or feedback.test_placeholder
@@ -460,12 +458,7 @@ def run_test(cfg: DictConfig) -> Path:
     seed_everything(cfg.seed)
     G, info = load_generator(cfg.ckpt, cfg.which)
     channels = cfg.data.get("channels") or info["channels"]
-    if cfg.data.kind == "folder":
-        src = Path(cfg.data.root)
-    else:
-        from i2i.data.validate import domain_dir
-
-        src = Path(domain_dir(cfg.data.root, "test", "A" if cfg.data.direction == "AtoB" else "B"))
+    src = Path(cfg.data.root) if cfg.data.kind == "folder" else test_split_dirs(cfg.data)[0]
     if not src.is_dir():
         raise DataError(f"{src}: no such image folder — set data.root=<folder of images> (data=folder) or "
                         "download the dataset (bash scripts/download_dataset.sh <name>)")

@@ -9,30 +9,21 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
 
-from i2i.data.folder import crop_to_size
+from i2i.engine.translate import iter_translations
+from i2i.utils.images import to_uint8
 
 #: metrics for which a lower value is better (``best_<metric>.pt`` is kept for these)
 LOWER_IS_BETTER = ("fid", "kid", "kid_fused", "swd")
 
 
-@torch.no_grad()
 def translated_images(G: torch.nn.Module, dataset, device: torch.device, batch_size: int = 1,
                       prepare: Callable | None = None):
-    """Yield uint8 [3, h, w] translations of every dataset item (CPU tensors)."""
-    from i2i.metrics import tensor_to_uint8
-
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    for batch in loader:
-        x = batch["A"].to(device)
-        fake = G(prepare(x, batch) if prepare is not None else x).float()
-        for i in range(fake.shape[0]):
-            h, w = batch["orig_size"][i].tolist()
-            img = crop_to_size(fake[i], h, w)
-            if img.shape[0] == 1:
-                img = img.repeat(3, 1, 1)
-            yield tensor_to_uint8(img[:3]).cpu()
+    """Yield uint8 [3, h, w] translations of every dataset item (CPU tensors), as ``i2i-test`` would save them."""
+    for _, _, fake in iter_translations(G, dataset, device, batch_size, prepare):
+        if fake.shape[0] == 1:
+            fake = fake.repeat(3, 1, 1)
+        yield to_uint8(fake[:3]).cpu()
 
 
 def make_evaluator(suite, dataset, device: torch.device, batch_size: int = 1,

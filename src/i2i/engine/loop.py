@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -70,11 +70,15 @@ class LoopConfig:
     cuda_graphs: bool = False
     group_layers: bool = False
     prefetch_factor: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DDP / compiled wrapper (its state_dict keys are the published ones)."""
+    return getattr(module, "module", module)
 
 
 def _set_requires_grad(params, flag: bool) -> None:
@@ -145,20 +149,18 @@ class Trainer:
         return self.step // self.steps_per_epoch + 1
 
     def state_dict(self) -> dict:
-        unwrap = lambda m: getattr(m, "module", m)  # noqa: E731 (DDP / compiled wrappers)
         state = {"format": FORMAT, "version": 1, "step": self.step, "epoch": self.epoch,
-                 "G": unwrap(self.G).state_dict(), "D": unwrap(self.D).state_dict(),
-                 "method": unwrap(self.method).state_dict(), "rng": capture_rng(), "best": self.best,
+                 "G": _unwrap(self.G).state_dict(), "D": _unwrap(self.D).state_dict(),
+                 "method": _unwrap(self.method).state_dict(), "rng": capture_rng(), "best": self.best,
                  "cfg": self.config_dict, "global_batch": self.cfg.batch_size * self.world_size,
                  "skipped_steps": int(self._skipped)}  # read back at checkpoint time only
         state.update({name: opt.state_dict() for name, opt in self.optimizers.items()})
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        unwrap = lambda m: getattr(m, "module", m)  # noqa: E731
-        unwrap(self.G).load_state_dict(state["G"])
-        unwrap(self.D).load_state_dict(state["D"])
-        unwrap(self.method).load_state_dict(state["method"])
+        _unwrap(self.G).load_state_dict(state["G"])
+        _unwrap(self.D).load_state_dict(state["D"])
+        _unwrap(self.method).load_state_dict(state["method"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])
         self.step, self.best = int(state["step"]), dict(state.get("best", {}))

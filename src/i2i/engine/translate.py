@@ -13,6 +13,26 @@ from i2i.utils.images import save_image, write_gallery
 
 
 @torch.no_grad()
+def iter_translations(G: torch.nn.Module, dataset, device: torch.device, batch_size: int = 1, prepare=None):
+    """Translate every dataset item; yield ``(path, real, fake)``, both [C, h, w] in [-1, 1] at the file's size.
+
+    The output is cropped back to the input's size (undoing the dataset's padding) and resized back when the
+    dataset resized the input.
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    for batch in loader:
+        x = batch["A"].to(device)
+        fake = G(prepare(x, batch) if prepare is not None else x)
+        for i in range(x.shape[0]):
+            h, w = batch["orig_size"][i].tolist()
+            fh, fw = batch["file_size"][i].tolist()
+            real_i, fake_i = crop_to_size(x[i], h, w), crop_to_size(fake[i], h, w)
+            if (fh, fw) != (h, w):
+                real_i, fake_i = (F.interpolate(t[None].float(), size=(fh, fw), mode="bicubic",
+                                                align_corners=False)[0] for t in (real_i, fake_i))
+            yield batch["A_path"][i], real_i, fake_i
+
+
 def translate_dataset(G: torch.nn.Module, dataset, out_dir: str | Path, device: torch.device, batch_size: int = 1,
                       prepare=None) -> list[str]:
     """Translate every item of an :class:`~i2i.data.folder.ImageFolderDataset`.
@@ -32,27 +52,17 @@ def translate_dataset(G: torch.nn.Module, dataset, out_dir: str | Path, device: 
         The stems written, in order.
     """
     out_dir = Path(out_dir)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     stems: list[str] = []
     seen: dict[str, int] = {}
-    for batch in loader:
-        x = batch["A"].to(device)
-        fake = G(prepare(x, batch) if prepare is not None else x)
-        for i in range(x.shape[0]):
-            h, w = batch["orig_size"][i].tolist()
-            fh, fw = batch["file_size"][i].tolist()
-            real_i, fake_i = crop_to_size(x[i], h, w), crop_to_size(fake[i], h, w)
-            if (fh, fw) != (h, w):
-                real_i, fake_i = (F.interpolate(t[None].float(), size=(fh, fw), mode="bicubic",
-                                                align_corners=False)[0] for t in (real_i, fake_i))
-            stem = Path(batch["A_path"][i]).stem
-            if stem in seen:  # two inputs with one name (recursive folders): keep both
-                seen[stem] += 1
-                stem = f"{stem}_{seen[stem]}"
-            else:
-                seen[stem] = 0
-            save_image(fake_i, out_dir / "fake_B" / f"{stem}.png")
-            save_image(real_i, out_dir / "real_A" / f"{stem}.png")
-            stems.append(stem)
+    for path, real_i, fake_i in iter_translations(G, dataset, device, batch_size, prepare):
+        stem = Path(path).stem
+        if stem in seen:  # two inputs with one name (recursive folders): keep both
+            seen[stem] += 1
+            stem = f"{stem}_{seen[stem]}"
+        else:
+            seen[stem] = 0
+        save_image(fake_i, out_dir / "fake_B" / f"{stem}.png")
+        save_image(real_i, out_dir / "real_A" / f"{stem}.png")
+        stems.append(stem)
     write_gallery(out_dir, stems, ("real_A", "fake_B"), title=f"i2i: {out_dir}")
     return stems

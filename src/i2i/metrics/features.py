@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from i2i.utils.images import to_uint8
 from i2i.metrics.inception import FIDInceptionV3, file_sha256, load_fid_inception, preprocess, resolve_weights
 
 IMAGE_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -57,12 +58,9 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # [H, W, 3] -> [3, H, W]
 
 
-def tensor_to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] -> uint8 as CUT's ``tensor2im`` saves it (clamp, ``(x + 1) / 2 * 255``, truncate).
-
-    Metrics computed in memory with this equal metrics computed on the saved PNGs.
-    """
-    return ((x.detach().float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)
+#: generator output in [-1, 1] -> uint8 as CUT's ``tensor2im`` saves it; the same function that writes the PNGs,
+#: so metrics computed in memory equal metrics computed on the saved files
+tensor_to_uint8 = to_uint8
 
 
 def iter_batches(source, batch_size: int, num_workers: int = 2) -> Iterator[list[torch.Tensor]]:

@@ -11,8 +11,12 @@ from PIL import Image
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] image(s) -> uint8 in [0, 255] with the published mapping (x+1)/2*255, rounded."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """[-1, 1] image(s) -> uint8 as the published ``tensor2im`` saves them: clamp, (x + 1) / 2 * 255, truncate.
+
+    The one conversion of the project: PNGs written by ``i2i-test`` and images scored in memory during training
+    (``i2i.metrics.tensor_to_uint8`` is this function) get the same pixels, so their metrics agree.
+    """
+    return ((x.detach().float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)
 
 
 def save_image(x: torch.Tensor, path: str | Path) -> None:
