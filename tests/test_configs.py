@@ -1,5 +1,5 @@
 """Every experiment composes and its full-size networks and method instantiate; the CUT/FastCUT recipes carry the
-published settings (reference facts §1-4)."""
+published settings (taesungp/contrastive-unpaired-translation: options/, models/cut_model.py, models/networks.py)."""
 
 from __future__ import annotations
 

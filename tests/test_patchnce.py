@@ -72,3 +72,51 @@ def test_gan_losses(mode):
 def test_unknown_gan_mode_is_one_clear_error():
     with pytest.raises(ValueError, match="gan_loss.mode='lsgann'"):
         GANLoss("lsgann")
+
+
+def test_grouped_batch_negatives_equal_the_naive_loop_per_group():
+    torch.manual_seed(1)
+    q = F.normalize(torch.randn(4, 5, 6, dtype=torch.float64), dim=-1)
+    k = F.normalize(torch.randn(4, 5, 6, dtype=torch.float64), dim=-1)
+    ours = patch_nce_loss(q, k, 0.07, "batch", -10.0, groups=2)
+    naive = torch.cat([naive_patchnce(q[:2], k[:2], 0.07, "batch", -10.0),
+                       naive_patchnce(q[2:], k[2:], 0.07, "batch", -10.0)])
+    torch.testing.assert_close(ours.double(), naive, rtol=1e-5, atol=1e-6)
+    # groups do not change internal negatives
+    torch.testing.assert_close(patch_nce_loss(q, k, 0.07, "image", -10.0, groups=2), patch_nce_loss(q, k))
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_cut_batch_negatives_keep_the_x_and_y_terms_apart(grouped):
+    """NCE and NCE_Y with ``negatives=batch``: each term's queries see only its own images' keys (published:
+    one ``calculate_NCE_loss`` call per term), checked against the naive loop on the same patches."""
+    from i2i.engine.speed import GroupedNCE
+    from i2i.losses.gan import GANLoss
+    from i2i.methods.cut import CUT
+    from i2i.models.discriminators import PatchGAN
+    from i2i.models.generators import ResnetGenerator
+
+    torch.manual_seed(0)
+    G, D = ResnetGenerator(ngf=4, n_blocks=2), PatchGAN(ndf=4)
+    layers = (0, 4, 8)
+    method = CUT(G.feature_channels(layers), nce_layers=layers, num_patches=6, nc=8, negatives="batch")
+    if grouped:
+        assert GroupedNCE.install(method)
+    batch = {"A": torch.randn(2, 3, 32, 32), "B": torch.randn(2, 3, 32, 32)}
+    out = method.forward_G(G, batch)
+    state = torch.get_rng_state()
+    terms = method.generator_losses(G, D, batch, out, GANLoss("lsgan"))
+
+    # the same patch ids (same RNG stream), then each term alone through the naive loop
+    torch.set_rng_state(state)
+    feats_q = G(torch.cat([out["fake_B"], out["idt_B"]]), layers=list(layers), encode_only=True)
+    feats_k = G(torch.cat([batch["A"], batch["B"]]), layers=list(layers), encode_only=True)
+    per_term = {"NCE": torch.zeros(()), "NCE_Y": torch.zeros(())}
+    for pos, (fk, fq) in enumerate(zip(feats_k, feats_q)):
+        k, q = method.sampler(fk, fq, 6, None)
+        k, q = method.heads(k, pos), method.heads(q, pos)
+        for name, half in (("NCE", slice(0, 2)), ("NCE_Y", slice(2, 4))):
+            per_term[name] = per_term[name] + naive_patchnce(q[half].detach().double(), k[half].detach().double(),
+                                                             0.07, "batch", -10.0).mean()
+    for name in per_term:
+        torch.testing.assert_close(terms[name].double(), 0.5 * per_term[name] / len(layers), rtol=1e-5, atol=1e-6)

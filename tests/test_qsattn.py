@@ -354,3 +354,98 @@ def test_gpu_chunked_loss_uses_less_memory_than_straightforward():
     lean = qsattn_loss_peak_memory(1, 128, chunked=True, device="cuda")["measured_bytes"]
     full = qsattn_loss_peak_memory(1, 128, chunked=False, device="cuda")["measured_bytes"]
     assert 0 < lean < full
+
+
+# ---------------------------------------------------------------------------------------------- real magnitudes
+def _exact_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """float64 entropy, no cancellation: log1p(s) + Σ_{j≠max} A_j (l_max - l_j), s = Σ_{j≠max} e^(l_j - l_max)."""
+    m = logits.double() - logits.double().amax(-1, keepdim=True)
+    e = m.exp().scatter(-1, m.argmax(-1, keepdim=True), 0.0)
+    s = e.sum(-1)
+    return torch.log1p(s) + (e * -m).sum(-1) / (1 + s)
+
+
+@pytest.mark.parametrize("width", [49, 4096])
+def test_entropy_of_huge_logits_keeps_relative_precision(width):
+    from i2i.samplers.qsattn import entropy_from_logits
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.cat([300 * torch.randn(256, width, generator=g), torch.randn(64, width, generator=g)])
+    ref = _exact_entropy(logits)
+    got = entropy_from_logits(logits).double()
+    assert torch.isfinite(got).all() and (got >= 0).all()
+    top2 = logits.double().topk(2, dim=-1).values
+    gap = top2[:, 0] - top2[:, 1]  # only the max term (≈ s < eps) is lost: relative error <~ 1/(1 + gap)
+    normal = ref > 1e-30  # below, float32 probabilities are subnormal
+    assert normal.sum() > 100
+    rel = ((got - ref).abs() / ref)[normal]
+    assert (rel <= 1e-5 + 1.0 / (1.0 + gap[normal])).all(), rel.max()
+    assert rel[-64:].max() < 1e-5  # moderate logits: float32 precision
+    underflow = ref < 1e-44  # every other probability underflows: exactly one-hot, entropy exactly 0
+    assert (got[underflow] == 0).all()
+
+
+def _published_ids(feat: torch.Tensor, kind: str, n: int = 256) -> torch.Tensor:
+    """The published selection (models/networks_global.py, networks_local.py of sapphire497/query-selected-attention):
+    softmax, -log with inf -> 0, Σ A·(-log A), ascending sort; true w×w neighbours, ties by ascending id."""
+    x = flat(feat)
+    if kind == "global":
+        dots = torch.bmm(x, x.transpose(1, 2))
+    else:
+        nb = torch.nn.functional.unfold(feat, 7, padding=3).view(feat.shape[0], feat.shape[1], 49, -1)
+        dots = torch.einsum("blc,bckl->blk", x, nb)
+    attn = dots.softmax(2)
+    prob = -torch.log(attn)
+    prob = torch.where(torch.isinf(prob), torch.zeros_like(prob), prob)
+    return torch.sort((attn * prob).sum(2), dim=1, stable=True).indices[:, :n]
+
+
+@pytest.fixture(scope="module")
+def generator_features():
+    """Encoder features at the QS-Attn layers (12, 16) of the published generator (ResNet-9, ngf 64, xavier 0.02)
+    on two 256×256 synthetic images, float32 and float64, at initialisation and after three Adam steps."""
+    from i2i.data.synthetic import render_domain
+    from i2i.models.layers import init_weights
+
+    torch.manual_seed(0)
+    G = init_weights(ResnetGenerator(ngf=64, n_blocks=9), "xavier", 0.02)
+    img = torch.from_numpy(render_domain(0, 1, 256, "A")[0][0]).permute(2, 0, 1).float() / 127.5 - 1
+    img_b = torch.from_numpy(render_domain(0, 1, 256, "B")[0][0]).permute(2, 0, 1).float() / 127.5 - 1
+    x = torch.stack([img, img_b])
+    out = {}
+
+    def encode(tag):
+        with torch.no_grad():
+            out[tag, torch.float32] = G(x, [12, 16], encode_only=True)
+            out[tag, torch.float64] = G.double()(x.double(), [12, 16], encode_only=True)
+        G.float()
+
+    encode("init")
+    opt = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    for _ in range(3):  # a few steps on an encoder objective: weights move off the initialisation
+        f12, f16 = G(x, [12, 16], encode_only=True)
+        loss = (f16[0] - f16[1]).abs().mean() - f12.std()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    encode("trained")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("state", ["init", "trained"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("kind", ["global", "local"])
+def test_chunked_selection_equals_straightforward_on_real_generator_features(generator_features, state, dtype, kind):
+    for layer, feat in zip((12, 16), generator_features[state, dtype]):
+        assert feat.dtype == dtype and feat.shape == (2, 256, 64, 64)
+        lean = select_ids(feat, 256, "entropy", kind, 7, 512)
+        outs = []
+        for chunk in (512, 0):  # routing off: the gathered features are the selected ids, in order
+            k, _ = QSAttnSampler("entropy", kind, None, window=7, chunk_size=chunk)(feat, feat, 256)
+            outs.append(k)
+        assert torch.equal(outs[0], outs[1]), (layer, kind)  # same ids, same order, ties included
+        assert torch.equal(outs[0], torch.stack([flat(feat)[i, lean[i]] for i in range(2)]))
+        published = _published_ids(feat, kind)
+        for i in range(2):
+            assert set(lean[i].tolist()) == set(published[i].tolist()), (layer, kind, i)

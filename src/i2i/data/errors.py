@@ -2,7 +2,7 @@
 
 Every problem with user data (missing folders, wrong layout, corrupt files, images too small for the
 crop) is raised as :class:`DataError` with ONE line that names the offending path or config key and
-the fix, before training starts wherever possible (style-anchors §7.2, complaint #7).
+the fix, before training starts wherever possible.
 """
 
 from __future__ import annotations

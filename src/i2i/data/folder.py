@@ -1,4 +1,4 @@
-"""Single-folder dataset for inference (style-anchors §7.2, complaints #6 and #10).
+"""Single-folder dataset for inference.
 
 The published test path needs both domains (``KeyError: 'B'``, CUT #45) and resizes every image to
 a 256 square. Here a folder (or a list of folders, e.g. ``root/testA``, or single files) of source

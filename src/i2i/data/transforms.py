@@ -1,6 +1,6 @@
 """The published CUT training transform, made explicit and parametric.
 
-Published ``base_dataset.get_transform`` (reference-implementations §9), in order:
+Published ``base_dataset.get_transform`` (taesungp/contrastive-unpaired-translation, data/base_dataset.py), in order:
 
 1. resize (``resize_and_crop``: square ``[load_size, load_size]``, BICUBIC, aspect ratio not kept;
    ``scale_width_and_crop``: width ``load_size``, height ``max(load_size * h / w, crop_size)``),

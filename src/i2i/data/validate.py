@@ -1,4 +1,4 @@
-"""Up-front dataset checks with one-line, actionable errors (style-anchors §7.2, complaint #7).
+"""Up-front dataset checks with one-line, actionable errors.
 
 The published loader silently builds an empty dataset from a wrong ``--dataroot`` and fails later
 with "num_samples should be a positive integer value, but got num_samples=0" (CUT #89). Here the

@@ -116,7 +116,7 @@ class GroupedNCE:
         return True
 
     def __call__(self, feats_k: list[torch.Tensor], feats_q: list[torch.Tensor],
-                 score_map: torch.Tensor | None = None) -> torch.Tensor:
+                 score_map: torch.Tensor | None = None, groups: int = 1) -> torch.Tensor:
         """Mean over layers and patches of the PatchNCE loss, per image: [B] (as ``CUT.nce_per_image``)."""
         from i2i.samplers.base import SampleContext, gather_patches
         from i2i.samplers.random import RandomSampler
@@ -129,29 +129,30 @@ class GroupedNCE:
             if type(sampler) is RandomSampler:
                 drawn[pos] = sampler.sample_ids(fk, m.num_patches)  # [N] or [B, N]
             else:
-                per_layer[pos] = self._one_layer(pos, fk, fq, score_map, SampleContext)
-        groups: dict[tuple, list[int]] = {}
+                per_layer[pos] = self._one_layer(pos, fk, fq, score_map, SampleContext, groups)
+        by_shape: dict[tuple, list[int]] = {}
         for pos in drawn:
             key = (tuple(feats_k[pos].shape), id(m.sampler_for(pos)), m.heads.in_channels[pos], feats_k[pos].dtype)
-            groups.setdefault(key, []).append(pos)
-        for positions in groups.values():
+            by_shape.setdefault(key, []).append(pos)
+        for positions in by_shape.values():
             k = torch.stack([gather_patches(feats_k[p], drawn[p]) for p in positions])  # [L, B, N, C]
             q = torch.stack([gather_patches(feats_q[p], drawn[p]) for p in positions])
-            per_layer.update(zip(positions, self._group_loss(positions, k, q).unbind(0)))
+            per_layer.update(zip(positions, self._group_loss(positions, k, q, groups).unbind(0)))
         total = 0.0
         for pos in range(len(feats_k)):  # the per-layer path's summation order
             total = total + per_layer[pos]
         return total / len(feats_k)
 
-    def _one_layer(self, pos: int, fk: torch.Tensor, fq: torch.Tensor, score_map, context) -> torch.Tensor:
+    def _one_layer(self, pos: int, fk: torch.Tensor, fq: torch.Tensor, score_map, context,
+                   groups: int) -> torch.Tensor:
         from i2i.losses.patchnce import patch_nce_loss
 
         m = self.method
         k, q = m.sampler_for(pos)(fk, fq, m.num_patches, context(layer_pos=pos, score_map=score_map))
         k, q = m.heads(k, pos), m.heads(q, pos)
-        return patch_nce_loss(q, k, m.tau, m.negatives, m.diagonal).mean(1)  # [B]
+        return patch_nce_loss(q, k, m.tau, m.negatives, m.diagonal, groups).mean(1)  # [B]
 
-    def _group_loss(self, positions: Sequence[int], k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    def _group_loss(self, positions: Sequence[int], k: torch.Tensor, q: torch.Tensor, groups: int) -> torch.Tensor:
         """[L, B, N, C] x 2 -> per-layer, per-image loss [L, B]."""
         from i2i.losses.patchnce import patch_nce_loss
 
@@ -159,8 +160,9 @@ class GroupedNCE:
         layers, b, n, _ = k.shape
         k, q = self._heads(positions, torch.cat([k, q], 1)).split(b, 1)  # one MLP pass: [L, 2B, N, nc] -> 2 x [L, B, N, nc]
         c = k.shape[-1]
-        if m.negatives == "batch":  # one "image" of B*N patches per layer == batch negatives within the layer
-            loss = patch_nce_loss(q.reshape(layers, b * n, c), k.reshape(layers, b * n, c), m.tau, "image", m.diagonal)
+        if m.negatives == "batch":  # one "image" of (B/groups)*N patches per layer and term == batch negatives
+            rows = layers * groups
+            loss = patch_nce_loss(q.reshape(rows, -1, c), k.reshape(rows, -1, c), m.tau, "image", m.diagonal)
         else:
             loss = patch_nce_loss(q.reshape(layers * b, n, c), k.reshape(layers * b, n, c), m.tau, "image", m.diagonal)
         return loss.reshape(layers, b, n).mean(2)

@@ -3,7 +3,7 @@
 CUT:     L_GAN + λ·0.5·(PatchNCE(X) + PatchNCE(Y))    with λ = 1 and the identity term on Y (nce_idt).
 FastCUT: L_GAN + λ·PatchNCE(X)                         with λ = 10 and flip-equivariance augmentation.
 
-As in the published code (reference facts §4): queries are the generator's encoder features of the
+As in the published code (taesungp/contrastive-unpaired-translation, models/cut_model.py): queries are the generator's encoder features of the
 translated image, keys those of the source image, both sampled at the same locations; the NCE term is the
 mean over layers of the mean per-patch loss. Two speed-ups keep the maths: the keys reuse the features of
 the main generator pass (``reuse_source_features``; exact for per-sample normalisation — it is switched off
@@ -101,7 +101,8 @@ class CUT(Method):
         if has_idt and getattr(self.sampler, "needs_score_map", False):  # DAG on the identity half: D(idt_B)
             with torch.no_grad():
                 score = torch.cat([score, self.discriminate(D, out["idt_B"].detach())])  # [2B, 1, h, w]
-        losses = self.nce_per_image(feats_k, feats_q, score_map=score)  # [B or 2B]
+        # X and Y are separate terms: with batch negatives each draws negatives from its own images only
+        losses = self.nce_per_image(feats_k, feats_q, score_map=score, groups=2 if has_idt else 1)  # [B or 2B]
         weight = 0.5 * self.lambda_nce if has_idt else self.lambda_nce
         terms["NCE"] = weight * losses[:n].mean()
         if has_idt:
@@ -116,12 +117,15 @@ class CUT(Method):
         return G(x, layers=self.nce_layers, encode_only=True)
 
     def nce_per_image(self, feats_k: list[torch.Tensor], feats_q: list[torch.Tensor],
-                      score_map: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean over layers and patches of the PatchNCE loss, per image: [B]."""
+                      score_map: torch.Tensor | None = None, groups: int = 1) -> torch.Tensor:
+        """Mean over layers and patches of the PatchNCE loss, per image: [B].
+
+        ``groups``: the batch is that many stacked terms (see :func:`~i2i.losses.patchnce.patch_nce_loss`).
+        """
         total = 0.0
         for pos, (fk, fq) in enumerate(zip(feats_k, feats_q)):
             ctx = SampleContext(layer_pos=pos, score_map=score_map)
             k, q = self.sampler_for(pos)(fk, fq, self.num_patches, ctx)  # [B, N, C] each
             k, q = self.heads(k, pos), self.heads(q, pos)
-            total = total + patch_nce_loss(q, k, self.tau, self.negatives, self.diagonal).mean(1)
+            total = total + patch_nce_loss(q, k, self.tau, self.negatives, self.diagonal, groups).mean(1)
         return total / len(feats_k)

@@ -12,7 +12,8 @@ For each image and layer, with K = ``num_patches`` anchors:
 The same per-image ids index the keys (encoder / source features) and the queries, so positives stay
 spatially aligned. Works for any method that passes ``SampleContext.score_map`` (EnCo, CUT, QS-Attn).
 
-Notes against the published code (reference facts §6): Algorithm 1 writes the high half as
+Notes against the published code (enco2 = XiudingCai/PyTorch-EnCo, ``cam_mlp_sample_s``; enco1 =
+XiudingCai/EnCo-pytorch, ``PatchSampleWithDAGF``, both in models/networks.py): Algorithm 1 writes the high half as
 ``indices[(beta - 1) * K:]``, which for β = 1 would keep *all* candidates; here the high half is empty for
 β = 1 (K anchors in total, as the text says). enco2's ``cam_mlp_sample_s`` keeps the highest (1−β)·K as here;
 enco1 instead draws that half uniformly at random.

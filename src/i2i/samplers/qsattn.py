@@ -12,13 +12,23 @@ features at the selected ids are contrasted directly.
 
 Two implementations with identical results and gradients (the selection is not differentiable):
 
-- ``chunk_size > 0`` (memory-lean): scores are computed per chunk of rows under ``no_grad`` (entropy as
-  logsumexp(l) - Σ softmax(l)·l), and only the N selected rows are rebuilt with gradient; local attention
-  gathers the true w×w neighbours of the selected locations only.
+- ``chunk_size > 0`` (memory-lean): scores are computed per chunk of rows under ``no_grad``, and only the N
+  selected rows are rebuilt with gradient; local attention gathers the true w×w neighbours of the selected
+  locations only.
 - ``chunk_size == 0`` (straightforward, as published): the whole HW×HW (or HW×w²) attention is materialised
   with gradient and the selected rows are indexed out of it. Unlike the published local mode (which reshapes
-  ``unfold`` channel-major output as if it were position-major, scrambling keys and values), the unfold here
-  is read in its true (C, w²) layout.
+  ``unfold`` channel-major output as if it were position-major, scrambling keys and values), the values are
+  unfolded in their true (C, w²) layout.
+
+Both paths score a row by H = -Σ_j xlogy(A_ij, A_ij) of its float32 (or float64) softmax row, the published
+formula (models/networks_global.py of sapphire497/query-selected-attention: ``-log``, ``inf -> 0``, sum; equal
+up to the last bit): every term is >= 0, so there is no cancellation, and rows whose other probabilities
+underflow have entropy exactly 0. The logits are the same bits on both paths
+(chunked rows of the same matrix product; the same
+shifted window products for local attention), so are the scores, and ids are taken by one stable sort (ties
+by ascending id): the two paths select the same ids in the same order. The unscaled logits reach thousands,
+so the algebraically equal logsumexp(l) - Σ softmax(l)·l is not used: it cancels to an absolute error of about
+|l|·eps and ranks all low-entropy rows by rounding noise.
 
 Attention rows are not detached: the contrastive gradient reaches the source encoding through them; the keys
 themselves are detached by the PatchNCE loss. Attention is computed in float32 (autocast off): the unscaled
@@ -40,21 +50,25 @@ DOMAINS = ("cross", "self")
 
 
 # ---------------------------------------------------------------------------------------------- row scores
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax rows without forming log-probabilities: logsumexp(l) - Σ_j softmax(l)_j · l_j.
-
-    Args:
-        logits: [..., M].
-
-    Returns:
-        [...].
-    """
-    return torch.logsumexp(logits, -1) - (logits.softmax(-1) * logits).sum(-1)
-
-
 def entropy_of_rows(attn: torch.Tensor) -> torch.Tensor:
-    """Entropy of probability rows as published: -Σ_j A_ij log A_ij with 0·log 0 = 0. [..., M] -> [...]."""
+    """Entropy of probability rows as published: -Σ_j A_ij log A_ij with 0·log 0 = 0. [..., M] -> [...].
+
+    Every term -A log A is >= 0 and carries the relative precision of A, so the sum has no cancellation; on
+    the unscaled logits (hundreds to thousands) the form logsumexp(l) - Σ softmax(l)·l would instead lose
+    everything below |l|·eps. The published ``-log`` / ``isinf -> 0`` / ``sum`` computation (equal up to the last bit).
+    """
     return -torch.special.xlogy(attn, attn).sum(-1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax rows of ``logits``: :func:`entropy_of_rows` of ``softmax(logits)``. [..., M] -> [...].
+
+    Exactly what the straightforward path computes on its whole matrix, so a chunk of rows gets the same bits.
+    Relative precision: only the largest probability's term, ≈ s = Σ_{j≠max} A_ij, is lost where s is below
+    the float eps (A_max rounds to 1); since H >= s (1 + d) with d the logit gap to the runner-up, the relative
+    error stays below about 1/(1 + d). Rows whose probabilities underflow to 0 have entropy exactly 0.
+    """
+    return entropy_of_rows(logits.softmax(-1))
 
 
 def max_mean_from_logits(logits: torch.Tensor, channels: int) -> torch.Tensor:
@@ -68,6 +82,15 @@ def selection_score(logits: torch.Tensor, selection: str, channels: int) -> torc
     if selection == "entropy":
         return -entropy_from_logits(logits)
     return max_mean_from_logits(logits, channels)
+
+
+def top_ids(score: torch.Tensor, n: int) -> torch.Tensor:
+    """Ids of the ``n`` largest scores per image, equal scores by ascending id: [B, HW] -> [B, N].
+
+    A stable sort, so ties (e.g. the many rows of exactly zero entropy at the last attention layer) are taken
+    as the published ``torch.sort(entropy)`` takes them on the CPU, and identically by both paths.
+    """
+    return torch.sort(score, dim=1, descending=True, stable=True).indices[:, :n]
 
 
 # ---------------------------------------------------------------------------------------------- local windows
@@ -146,7 +169,7 @@ def select_ids(feat: torch.Tensor, n: int, selection: str, kind: str, window: in
         x = flatten_hw(feat)  # [B, HW, C]
         score = torch.cat([selection_score(torch.bmm(x[:, s:s + chunk_size], x.transpose(1, 2)), selection, c)
                            for s in range(0, h * w, chunk_size)], 1)  # chunks [B, r, HW] -> [B, HW]
-    return score.topk(n, dim=1).indices
+    return top_ids(score, n)
 
 
 def selected_rows(feat: torch.Tensor, ids: torch.Tensor, kind: str, window: int) -> torch.Tensor:
@@ -173,10 +196,10 @@ def apply_rows(rows: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, kind
 # ---------------------------------------------------------------------------------------------- straightforward
 def full_attention(feat: torch.Tensor, kind: str, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole attention of every location, as published: logits and softmax rows, [B, HW, HW | w²] each."""
-    x = flatten_hw(feat)  # [B, HW, C]
-    if kind == "local":
-        logits = torch.einsum("blc,blkc->blk", x, unfold_neighbours(feat, window))
+    if kind == "local":  # the lean path's shifted products: the same logits to the bit
+        logits = local_logits(feat, window)
     else:
+        x = flatten_hw(feat)  # [B, HW, C]
         logits = torch.bmm(x, x.transpose(1, 2))
     return logits, logits.softmax(-1)
 
@@ -259,7 +282,7 @@ class QSAttnSampler:
                 logits, attn = (logits_k, attn_k) if sel == kind else full_attention(fk, sel, w)
                 score = (-entropy_of_rows(attn) if self.selection == "entropy"
                          else max_mean_from_logits(logits, fk.shape[1]))  # [B, HW]
-            ids = score.topk(n, dim=1).indices
+            ids = top_ids(score, n)
         if kind is None:
             return gather_patches(fk, ids), gather_patches(fq, ids)
         rows_k = take_rows(attn_k, ids)

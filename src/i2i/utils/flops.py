@@ -120,7 +120,7 @@ def train_flops(calls: Sequence[MatCall], input_grad: bool = True, weight_grad: 
 
 
 def nce_flops(shapes: Sequence[Sequence[int]], images: int, num_patches: int, nc: int,
-              negatives: str = "image") -> int:
+              negatives: str = "image", terms: int = 1) -> int:
     """Projection heads + similarity matrices of PatchNCE over all layers (forward and backward).
 
     Args:
@@ -129,6 +129,7 @@ def nce_flops(shapes: Sequence[Sequence[int]], images: int, num_patches: int, nc
         num_patches: patches per image per layer (capped by H*W).
         nc: projection width (0: no MLP).
         negatives: ``image`` or ``batch``.
+        terms: independent terms stacked in ``images`` (2 with identity NCE); batch negatives stay in their term.
     """
     total = 0
     for c, h, w in shapes:
@@ -137,7 +138,7 @@ def nce_flops(shapes: Sequence[Sequence[int]], images: int, num_patches: int, nc
         width = nc if nc > 0 else c
         head = 2 * rows * (c * nc + nc * nc) if nc > 0 else 0  # one forward of the MLP on the queries
         total += 4 * head  # queries fwd + keys fwd + queries' weight and input gradients
-        sim = 2 * rows * n * width if negatives == "image" else 2 * rows * rows * width
+        sim = 2 * rows * n * width if negatives == "image" else 2 * rows * (rows // terms) * width
         total += 2 * sim  # forward + gradient w.r.t. the queries (keys detached)
     return total
 
@@ -164,5 +165,5 @@ def cut_step_flops(G: nn.Module, D: nn.Module, size: int, batch: int, nce_layers
         g += sum(c.flops for c in g_enc)  # keys re-encoded, forward only (detached in the loss)
     d_total = 2 * train_flops(d, input_grad=False) + train_flops(d, input_grad=True, weight_grad=False)
     feat_shapes = G.feature_shapes(layers, size)
-    nce = nce_flops(feat_shapes, images, num_patches, nc, negatives)
+    nce = nce_flops(feat_shapes, images, num_patches, nc, negatives, terms=2 if nce_idt else 1)
     return {"G": g, "D": d_total, "NCE": nce, "total": g + d_total + nce}
