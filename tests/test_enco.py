@@ -99,8 +99,56 @@ def test_keys_are_detached_and_queries_carry_the_gradient(shared):
     assert all(e.grad is None for e in enc)  # the encoder side gets nothing from the key path
     assert all(d.grad is not None and d.grad.abs().sum() > 0 for d in dec)
     assert all(p.grad is not None for p in method.heads.parameters())
-    if not shared:  # two heads: the key head is only a (fixed) projection of detached keys
-        assert method.heads_k is not None and all(p.grad is None for p in method.heads_k.parameters())
+    if not shared:  # two heads: only the encoder features are detached, so the key head is trained too
+        assert method.heads_k is not None
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.heads_k.parameters())
+
+
+def naive_infonce(q, k, tau=0.07, diagonal=-10.0):
+    """Internal-negative InfoNCE written out: -log e^(q_i·k_i/τ) / (e^(q_i·k_i/τ) + Σ_j e^(s_ij/τ)). [B, N]."""
+    sim = q @ k.transpose(1, 2)  # [B, N, N]
+    eye = torch.eye(q.shape[1], dtype=torch.bool)
+    neg = torch.where(eye, torch.full_like(sim, diagonal), sim)
+    logits = torch.cat([sim.diagonal(dim1=1, dim2=2).unsqueeze(-1), neg], -1) / tau
+    return torch.logsumexp(logits, -1) - logits[..., 0]
+
+
+def test_separate_key_head_gets_the_gradient_of_the_loss_and_nothing_else_changes():
+    """Two heads with equal weights: the same loss and query-side gradients as one shared head; the key head's
+    gradient is the gradient of InfoNCE through the projected keys (published two-projector mode)."""
+    from i2i.samplers.random import RandomSampler
+
+    torch.manual_seed(0)
+    enc = [torch.randn(2, 4, 8, 8), torch.randn(2, 8, 4, 4)]
+    dec = [torch.randn(2, 4, 8, 8, requires_grad=True), torch.randn(2, 8, 4, 4, requires_grad=True)]
+    results = {}
+    for shared in (True, False):
+        torch.manual_seed(1)
+        m = EnCo([4, 8], pairs=[(3, 28), (7, 24)], num_patches=6, nc=8, shared_head=shared,
+                 sampler=RandomSampler(per_image=True))
+        if not shared:
+            m.heads_k.load_state_dict(m.heads.state_dict())
+        torch.manual_seed(2)
+        loss = m.nce_per_image(enc, dec).sum()
+        grads = torch.autograd.grad(loss, dec + list(m.parameters()), allow_unused=True)
+        results[shared] = (m, loss, grads[:2], grads[2:])
+    (m1, l1, d1, p1), (m2, l2, d2, p2) = results[True], results[False]
+    torch.testing.assert_close(l1, l2)
+    for a, b in zip(d1, d2):
+        torch.testing.assert_close(a, b)
+    n_heads = len(list(m1.heads.parameters()))
+    for a, b in zip(p1[:n_heads], p2[:n_heads]):
+        torch.testing.assert_close(a, b)
+    # the key head's gradient, from the naive loss on the same patches
+    torch.manual_seed(2)
+    loss = 0.0
+    for pos, (fe, fd) in enumerate(zip(enc, dec)):
+        k, q = m2.sampler(fe, fd.detach(), 6, None)
+        loss = loss + naive_infonce(m2.heads(q, pos).detach(), m2.heads_k(k, pos)).mean(1)
+    ref = torch.autograd.grad((loss / 2).sum(), list(m2.heads_k.parameters()))
+    for a, b in zip(p2[n_heads:], ref):
+        assert a is not None and a.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_dag_score_map_is_D_of_fake_B_detached():

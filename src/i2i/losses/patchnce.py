@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 
 def patch_nce_loss(q: torch.Tensor, k: torch.Tensor, tau: float = 0.07, negatives: str = "image",
-                   diagonal: float = -10.0, groups: int = 1) -> torch.Tensor:
+                   diagonal: float = -10.0, groups: int = 1, detach_keys: bool = True) -> torch.Tensor:
     """Per-patch InfoNCE loss.
 
     Args:
@@ -28,6 +28,8 @@ def patch_nce_loss(q: torch.Tensor, k: torch.Tensor, tau: float = 0.07, negative
         diagonal: cosine written for each query's own key among the negatives.
         groups: number of equal, consecutive slices of the batch that are separate terms; with ``batch``
             negatives a query sees only the keys of its own slice. B must be divisible by it.
+        detach_keys: stop the gradient at ``k`` (CUT). ``False`` lets it reach whatever produced ``k`` (EnCo's
+            separate key head, whose input features the caller detaches).
 
     Returns:
         Loss per patch, [B, N].
@@ -35,7 +37,7 @@ def patch_nce_loss(q: torch.Tensor, k: torch.Tensor, tau: float = 0.07, negative
     if negatives not in ("image", "batch"):
         raise ValueError(f"negatives={negatives!r}: use 'image' or 'batch'")
     b, n, c = q.shape
-    k = k.detach()
+    k = k.detach() if detach_keys else k
     l_pos = (q * k).sum(-1, keepdim=True)  # [B, N, 1]
     if negatives == "batch":  # [groups, (B/groups)*N, C]: every patch of the term's images
         q, k = q.reshape(groups, -1, c), k.reshape(groups, -1, c)

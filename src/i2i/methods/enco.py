@@ -70,7 +70,7 @@ def pair_channels(G: nn.Module, pairs: Sequence[Sequence[int]], size: int | tupl
 
 
 def decoupled_nce_loss(q: torch.Tensor, k: torch.Tensor, tau: float = 0.07, negatives: str = "image",
-                       diagonal: float = -10.0) -> torch.Tensor:
+                       diagonal: float = -10.0, detach_keys: bool = True) -> torch.Tensor:
     """Published enco2 ``PatchHDCELoss``: the value of InfoNCE, the gradient of the decoupled loss.
 
     v = logsumexp_j(q·k_j⁻/τ) − q·k⁺/τ (positive left out of the denominator); loss = CE.detach() + e^(v−v.detach()) − 1.
@@ -81,12 +81,13 @@ def decoupled_nce_loss(q: torch.Tensor, k: torch.Tensor, tau: float = 0.07, nega
         tau: temperature.
         negatives: ``image`` or ``batch``.
         diagonal: cosine written for a query's own key among the negatives.
+        detach_keys: stop the gradient at ``k`` (see :func:`~i2i.losses.patchnce.patch_nce_loss`).
 
     Returns:
         Per-patch loss [B, N].
     """
     b, n, c = q.shape
-    k = k.detach()
+    k = k.detach() if detach_keys else k
     ce = patch_nce_loss(q, k, tau, negatives, diagonal)  # [B, N]
     l_pos = (q * k).sum(-1)  # [B, N]
     qq, kk = (q.reshape(1, b * n, c), k.reshape(1, b * n, c)) if negatives == "batch" else (q, k)
@@ -189,16 +190,19 @@ class EnCo(Method):
         """Mean over pairs and anchors of the contrastive loss, per image: [B].
 
         Args:
-            feats_enc: encoder features per pair, [B, C_l, H_l, W_l] (keys; detached here).
+            feats_enc: encoder features per pair, [B, C_l, H_l, W_l] (keys; detached here, before the head).
             feats_dec: decoder features per pair, same shapes (queries).
             score_map: D(fake_B) detached, [B, 1, h, w] (for DAG).
         """
         loss_fn = decoupled_nce_loss if self.decoupled else patch_nce_loss
-        heads_k = self.heads_k if self.heads_k is not None else self.heads
+        # shared head: projected keys detached (published PatchHDCELoss); separate heads: only the encoder
+        # features are, so the key head is trained too (published --two_F, PairwisePatchNCELoss)
+        separate = self.heads_k is not None
+        heads_k = self.heads_k if separate else self.heads
         total = 0.0
         for pos, (fe, fd) in enumerate(zip(feats_enc, feats_dec)):
             ctx = SampleContext(layer_pos=pos, score_map=score_map)
             k, q = self.sampler(fe.detach(), fd, self.num_patches, ctx)  # [B, N, C] each
             q, k = self.heads(q, pos), heads_k(k, pos)
-            total = total + loss_fn(q, k, self.tau, self.negatives, self.diagonal).mean(1)
+            total = total + loss_fn(q, k, self.tau, self.negatives, self.diagonal, detach_keys=not separate).mean(1)
         return total / len(feats_enc)
