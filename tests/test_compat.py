@@ -20,7 +20,8 @@ def _inorm(h):
 
 
 def published_forward(sd: dict, x: torch.Tensor) -> torch.Tensor:
-    """The published anti-aliased ResnetGenerator written as plain functional ops as taesungp/contrastive-unpaired-translation, models/networks.py defines it."""
+    """The published anti-aliased ResnetGenerator written as plain functional ops as
+    taesungp/contrastive-unpaired-translation, models/networks.py defines it."""
     n_blocks = len({k.split(".")[1] for k in sd if ".conv_block." in k})
     h = F.relu(_inorm(F.conv2d(F.pad(x, (3, 3, 3, 3), mode="reflect"), sd["model.1.weight"], sd["model.1.bias"])))
     for conv, filt in ((4, 7), (8, 11)):  # conv s1 -> IN -> ReLU -> blur-pool (reflect pad 1, stride 2)

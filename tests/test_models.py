@@ -12,7 +12,8 @@ from i2i.models.projection import ProjectionHeads
 
 
 def published_generator_keys(n_blocks: int = 9, antialias: bool = True) -> list[str]:
-    """The published ResnetGenerator key list (taesungp/contrastive-unpaired-translation, models/networks.py ``ResnetGenerator``), written out independently of our code."""
+    """The published ResnetGenerator key list (taesungp/contrastive-unpaired-translation, models/networks.py
+    ``ResnetGenerator``), written out independently of our code."""
     keys = ["model.1.weight", "model.1.bias"]
     if antialias:
         keys += ["model.4.weight", "model.4.bias", "model.7.filt", "model.8.weight", "model.8.bias", "model.11.filt"]

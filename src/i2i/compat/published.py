@@ -2,7 +2,8 @@
 
 Our :class:`~i2i.models.generators.ResnetGenerator` has the same keys, so such a file loads as it is; this module
 only strips a DataParallel ``module.`` prefix (CUT PR #111) and infers the architecture from the keys and shapes
-(as ``BaseModel.save_networks`` writes them, taesungp/contrastive-unpaired-translation, models/base_model.py): ngf and input/output channels from the first/last conv, anti-aliasing from the ``filt``
+(as ``BaseModel.save_networks`` writes them, taesungp/contrastive-unpaired-translation, models/base_model.py): ngf
+and input/output channels from the first/last conv, anti-aliasing from the ``filt``
 buffers, the block count from the ``conv_block`` indices, batch norm from running statistics, dropout from the
 position of the second block conv.
 """

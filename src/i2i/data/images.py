@@ -1,7 +1,8 @@
 """Image files: discovery, decoding with explicit channel conversion, tensor conversion.
 
 The published CUT loader does ``Image.open(path).convert('RGB')`` whatever ``input_nc`` is
-(taesungp/contrastive-unpaired-translation, data/unaligned_dataset.py; that repository's issues #57, #158, #173), and PIL's own ``convert`` clips 16-bit
+(taesungp/contrastive-unpaired-translation, data/unaligned_dataset.py; that repository's issues #57, #158, #173),
+and PIL's own ``convert`` clips 16-bit
 images at 255 instead of scaling them. Here the number of channels is a parameter and every mode
 conversion is spelled out in :func:`load_image`.
 

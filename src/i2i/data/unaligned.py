@@ -1,4 +1,5 @@
-"""Unpaired two-domain dataset (published ``UnalignedDataset``, taesungp/contrastive-unpaired-translation, data/unaligned_dataset.py).
+"""Unpaired two-domain dataset (published ``UnalignedDataset``, taesungp/contrastive-unpaired-translation,
+data/unaligned_dataset.py).
 
 Published behaviour kept: folders ``<root>/<phase>A`` and ``<root>/<phase>B`` (testA/testB fall back
 to valA/valB), files found recursively and sorted, ``len = max(|A|, |B|)``, ``A = A[i % |A|]``, ``B``

@@ -1,6 +1,7 @@
 """Learning-rate and data schedules, as pure functions of the (1-based) epoch.
 
-The linear policy is the published one (taesungp/contrastive-unpaired-translation, models/networks.py ``get_scheduler``)::
+The linear policy is the published one (taesungp/contrastive-unpaired-translation, models/networks.py
+``get_scheduler``)::
 
     factor(epoch) = 1 - max(0, epoch - n_epochs) / (n_epochs_decay + 1)
 

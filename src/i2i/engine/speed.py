@@ -152,7 +152,8 @@ class GroupedNCE:
         k, q = m.heads(k, pos), m.heads(q, pos)
         return patch_nce_loss(q, k, m.tau, m.negatives, m.diagonal, groups).mean(1)  # [B]
 
-    def _group_loss(self, positions: Sequence[int], k: torch.Tensor, q: torch.Tensor, groups: int) -> torch.Tensor:
+    def _group_loss(self, positions: Sequence[int], k: torch.Tensor, q: torch.Tensor,
+                    groups: int) -> torch.Tensor:
         """[L, B, N, C] x 2 -> per-layer, per-image loss [L, B]."""
         from i2i.losses.patchnce import patch_nce_loss
 

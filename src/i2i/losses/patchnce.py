@@ -2,7 +2,8 @@
 
 For every query patch q_i (from the translated image) the positive is the key k_i at the same location of the
 source image, the negatives are the other sampled keys. As in the published code (taesungp/
-contrastive-unpaired-translation, models/patchnce.py): keys are detached, logits are cosines / tau, and a query's own key is removed from the negatives by writing
+contrastive-unpaired-translation, models/patchnce.py): keys are detached, logits are cosines / tau, and a query's
+own key is removed from the negatives by writing
 -10 into the cosine diagonal (not -inf) before dividing by tau. Negatives come from the same image ("internal
 negatives", the paper's choice) or from the whole minibatch (``negatives="batch"``). With ``groups > 1`` the
 minibatch is a stack of independent terms (CUT's X and identity Y terms evaluated in one call): batch negatives

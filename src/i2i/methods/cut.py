@@ -3,7 +3,8 @@
 CUT:     L_GAN + λ·0.5·(PatchNCE(X) + PatchNCE(Y))    with λ = 1 and the identity term on Y (nce_idt).
 FastCUT: L_GAN + λ·PatchNCE(X)                         with λ = 10 and flip-equivariance augmentation.
 
-As in the published code (taesungp/contrastive-unpaired-translation, models/cut_model.py): queries are the generator's encoder features of the
+As in the published code (taesungp/contrastive-unpaired-translation, models/cut_model.py): queries are the
+generator's encoder features of the
 translated image, keys those of the source image, both sampled at the same locations; the NCE term is the
 mean over layers of the mean per-patch loss. Two speed-ups keep the maths: the keys reuse the features of
 the main generator pass (``reuse_source_features``; exact for per-sample normalisation — it is switched off

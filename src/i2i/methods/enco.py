@@ -9,7 +9,8 @@ head per pair and PatchNCE (τ = 0.07); nothing is re-encoded. The objective (Eq
 
 The identity image comes from the same pass: G runs on cat(real_A, real_B) while the term is active, and only
 the real_A rows enter the contrastive loss. ``published_weighting`` reproduces the published code, which
-multiplies (λ_NCE·L_NCE + λ_IDT·L_IDT) by 0.5 while the identity term is active (XiudingCai/PyTorch-EnCo, models/enco_model.py ``compute_G_loss``);
+multiplies (λ_NCE·L_NCE + λ_IDT·L_IDT) by 0.5 while the identity term is active (XiudingCai/PyTorch-EnCo,
+models/enco_model.py ``compute_G_loss``);
 ``decoupled`` its PatchHDCELoss (InfoNCE value, decoupled-contrastive gradient). See docs/enco.md.
 """
 

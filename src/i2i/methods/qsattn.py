@@ -4,7 +4,8 @@ CUT (adversarial loss + multilayer PatchNCE with identity term, Eq. 3) where the
 attention-selected, attention-routed features instead of random patches (Sec. 3.2, samplers/qsattn.py); the
 first layers keep ``self.sampler`` (CUT's random sampling, or any sampler given by ``method.sampler``).
 
-Modes (Hu et al., CVPR 2022, Sec. 3.2 and Table 1; sapphire497/query-selected-attention, models/networks_{global,local,local_global}.py):
+Modes (Hu et al., CVPR 2022, Sec. 3.2 and Table 1; sapphire497/query-selected-attention,
+models/networks_{global,local,local_global}.py):
 
 - ``global``:       select by the entropy of the global attention A_g, route with the selected rows of A_g.
 - ``local``:        select by the entropy of the w×w local attention A_l, route with the selected rows of A_l.

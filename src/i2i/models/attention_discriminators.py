@@ -2,7 +2,8 @@
 
 * :class:`PHA` — post hoc attention (Eq. 2): ``M = norm(1/c · Σ_i |a_{t,i}|)``, the channel mean of the absolute
   activations of a chosen conv block of an unchanged PatchGAN, min–max normalised. The paper normalises each map;
-  the published code normalises with the min/max of the whole batch (``normalize="batch"``, voidstrike/ASGIT, models/networks.py).
+  the published code normalises with the min/max of the whole batch (``normalize="batch"``, voidstrike/ASGIT,
+  models/networks.py).
 * :class:`TAM` — trainable attention module (Eq. 3): a trunk branch T and a mask branch A (RAM-style, plain convs),
   ``E = (A + 1) · T``, logits from E, and ``M = Avg_C(A)``. The published mask branch only fits 128×128 inputs
   (a hard-coded resize to ``s2``); here the coarse path is resized to the skip path's size, so any input whose

@@ -1,7 +1,8 @@
 """PatchGAN discriminator (Isola et al. 2017) with the published CUT module order and state_dict keys.
 
 With ``antialias=True`` (CUT, QS-Attn, EnCo default) each stride-2 conv becomes a stride-1 conv, LeakyReLU and a
-blur-pool ``Downsample`` (taesungp/contrastive-unpaired-translation, models/networks.py ``NLayerDiscriminator``); with ``antialias=False`` it is the classic 70x70 PatchGAN.
+blur-pool ``Downsample`` (taesungp/contrastive-unpaired-translation, models/networks.py ``NLayerDiscriminator``);
+with ``antialias=False`` it is the classic 70x70 PatchGAN.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """ResNet generator of CUT / CycleGAN (Johnson et al. 2016), with the published module order and state_dict keys.
 
 The module sequence ``self.model`` reproduces the published ``ResnetGenerator`` index for index
-(taesungp/contrastive-unpaired-translation, models/networks.py), so ``layers=[0, 4, 8, 12, 16]`` selects the same features as the CUT code and official ``latest_net_G.pth``
+(taesungp/contrastive-unpaired-translation, models/networks.py), so ``layers=[0, 4, 8, 12, 16]`` selects the same
+features as the CUT code and official ``latest_net_G.pth``
 files load without conversion. Anti-aliased down/up-sampling is on by default (CUT, QS-Attn, EnCo); with both
 switched off the network is the classic CycleGAN generator used by ASGIT.
 """

@@ -1,7 +1,8 @@
 """Building blocks shared by the generators and discriminators.
 
 Anti-aliased down/up-sampling follows Zhang, "Making Convolutional Networks Shift-Invariant Again" (ICML 2019),
-in the form the CUT code uses (taesungp/contrastive-unpaired-translation, models/networks.py ``Downsample``/``Upsample``): the binomial filters are registered as persistent buffers
+in the form the CUT code uses (taesungp/contrastive-unpaired-translation, models/networks.py
+``Downsample``/``Upsample``): the binomial filters are registered as persistent buffers
 named ``filt`` so that published state_dicts load key for key.
 """
 

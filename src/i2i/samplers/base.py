@@ -37,7 +37,7 @@ def flatten_hw(feat: torch.Tensor) -> torch.Tensor:
     hand the producer a channels_last-strided gradient, and on the CPU (torch 2.14) the instance-norm backward
     computes a wrong input gradient (relative error ~1.3) for such a gradient when the batch is 1.
     """
-    if feat.requires_grad:
+    if feat.requires_grad and torch.is_grad_enabled():  # nothing to fix under no_grad (selection scores)
         feat = feat.view_as(feat)
         feat.register_hook(_contiguous_grad)  # no host sync: a stride check and, if needed, one copy
     return feat.flatten(2).transpose(1, 2)

@@ -20,15 +20,14 @@ Two implementations with identical results and gradients (the selection is not d
   ``unfold`` channel-major output as if it were position-major, scrambling keys and values), the values are
   unfolded in their true (C, w²) layout.
 
-Both paths score a row by H = -Σ_j xlogy(A_ij, A_ij) of its float32 (or float64) softmax row, the published
-formula (models/networks_global.py of sapphire497/query-selected-attention: ``-log``, ``inf -> 0``, sum; equal
-up to the last bit): every term is >= 0, so there is no cancellation, and rows whose other probabilities
-underflow have entropy exactly 0. The logits are the same bits on both paths
-(chunked rows of the same matrix product; the same
-shifted window products for local attention), so are the scores, and ids are taken by one stable sort (ties
-by ascending id): the two paths select the same ids in the same order. The unscaled logits reach thousands,
-so the algebraically equal logsumexp(l) - Σ softmax(l)·l is not used: it cancels to an absolute error of about
-|l|·eps and ranks all low-entropy rows by rounding noise.
+Both paths score a row by H = -Σ_j xlogy(A_ij, A_ij) of its float32 (or float64) softmax row, the published formula
+(models/networks_global.py of sapphire497/query-selected-attention: ``-log``, ``inf -> 0``, sum; equal up to the
+last bit): every term is >= 0, so there is no cancellation, and rows whose other probabilities underflow have
+entropy exactly 0. The logits are the same bits on both paths (chunked rows of the same matrix product; the same
+shifted window products for local attention), so are the scores, and ids are taken by one stable sort (ties by
+ascending id): the two paths select the same ids in the same order. The unscaled logits reach thousands, so the
+algebraically equal logsumexp(l) - Σ softmax(l)·l is not used: it cancels to an absolute error of about |l|·eps and
+ranks all low-entropy rows by rounding noise.
 
 Attention rows are not detached: the contrastive gradient reaches the source encoding through them; the keys
 themselves are detached by the PatchNCE loss. Attention is computed in float32 (autocast off): the unscaled
@@ -55,7 +54,8 @@ def entropy_of_rows(attn: torch.Tensor) -> torch.Tensor:
 
     Every term -A log A is >= 0 and carries the relative precision of A, so the sum has no cancellation; on
     the unscaled logits (hundreds to thousands) the form logsumexp(l) - Σ softmax(l)·l would instead lose
-    everything below |l|·eps. The published ``-log`` / ``isinf -> 0`` / ``sum`` computation (equal up to the last bit).
+    everything below |l|·eps. The published ``-log`` / ``isinf -> 0`` / ``sum`` computation (equal up to the
+    last bit).
     """
     return -torch.special.xlogy(attn, attn).sum(-1)
 
@@ -88,7 +88,8 @@ def top_ids(score: torch.Tensor, n: int) -> torch.Tensor:
     """Ids of the ``n`` largest scores per image, equal scores by ascending id: [B, HW] -> [B, N].
 
     A stable sort, so ties (e.g. the many rows of exactly zero entropy at the last attention layer) are taken
-    as the published ``torch.sort(entropy)`` takes them on the CPU, and identically by both paths.
+    identically by both paths. The published ``torch.sort(entropy)`` is not stable: its choice among exact
+    ties is arbitrary, and with ties broken by id it is this set.
     """
     return torch.sort(score, dim=1, descending=True, stable=True).indices[:, :n]
 

@@ -1,4 +1,5 @@
-"""Uniform random patch sampling of CUT (taesungp/contrastive-unpaired-translation, models/networks.py ``PatchSampleF``): the same N locations for query and key."""
+"""Uniform random patch sampling of CUT (taesungp/contrastive-unpaired-translation, models/networks.py
+``PatchSampleF``): the same N locations for query and key."""
 
 from __future__ import annotations
 
