@@ -311,16 +311,22 @@ def test_split_dirs(dcfg) -> tuple[Path, Path]:
 
 def build_metric_suite(metrics, real_dir: Path, source_dir: Path | None, cache_dir, device, weights=None,
                        batch_size: int = 50, extractor: str = "inception"):
-    """:class:`~i2i.metrics.MetricSuite` with one-line errors for missing folders or FID weights.
+    """:class:`~i2i.metrics.MetricSuite` with one-line errors for missing folders, FID weights or a ``cache_dir``
+    that is a file.
 
     ``extractor=mock`` is a testing aid (a fixed random projection instead of Inception): never for reported numbers.
     """
     from i2i.metrics import MetricSuite
+    from i2i.metrics.cache import check_cache_dir
     from i2i.metrics.features import make_extractor
 
     for d in (real_dir, source_dir):
         if d is not None and not Path(d).is_dir():
             raise DataError(f"{d}: no such folder — metrics need the dataset's test split (testA/testB)")
+    try:
+        check_cache_dir(cache_dir, "paths.cache_dir")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     try:
         needs_features = bool({"fid", "kid", "pr"} & set(metrics))
         feats = make_extractor(extractor, weights, str(device)) if needs_features else None
@@ -382,8 +388,8 @@ def load_generator(ckpt: str | Path, which: str = "last.pt") -> tuple[torch.nn.M
     """Generator from a run dir, an i2i checkpoint or a published ``latest_net_G.pth``.
 
     Returns:
-        (G on CPU in eval mode, info dict with ``source``, ``path``, ``channels``; for our checkpoints also ``cfg``
-        and the loaded ``state``).
+        (G on CPU in eval mode, info dict with ``source``, ``path``, ``channels`` (of the images it translates);
+        for our checkpoints also ``cfg`` and the loaded ``state``).
     """
     path = Path(ckpt)
     if path.is_dir():
@@ -416,7 +422,7 @@ def load_generator(ckpt: str | Path, which: str = "last.pt") -> tuple[torch.nn.M
             G.load_state_dict(state)
         except RuntimeError as e:
             raise CheckpointError(f"{path}: not a ResNet generator state_dict ({mismatch_line(e)})") from None
-        info = {"source": "published", "path": str(path), "cfg": None, "channels": kwargs["output_nc"],
+        info = {"source": "published", "path": str(path), "cfg": None, "channels": kwargs["input_nc"],
                 "generator": kwargs}
     return G.eval(), info
 
@@ -450,15 +456,28 @@ def build_test_feedback(cfg, info: dict, device: torch.device):
 
 
 def run_test(cfg: DictConfig) -> Path:
-    """``i2i-test``: translate a folder (or a dataset's test split) and write images and a gallery."""
+    """``i2i-test``: translate a folder (or a dataset's test split) and write images and a gallery.
+
+    The keys are checked before the checkpoint is loaded, and the checkpoint, data and outputs before any image is
+    written; each failure is one line naming the key or file. Without ``data.root`` an i2i checkpoint translates
+    its own dataset's test split.
+    """
+    from i2i.checks import TEST_OPTIONS, check_options, check_output_dir, check_test_channels, output_errors, \
+        run_dataset
     from i2i.data.folder import ImageFolderDataset
     from i2i.engine.translate import translate_dataset
 
+    check_options(to_dict(OmegaConf.masked_copy(cfg, list(TEST_OPTIONS))), TEST_OPTIONS)  # ckpt: ??? when unset
     device = resolve_device(cfg.device)
+    if cfg.out_dir is not None:
+        check_output_dir(cfg.out_dir, "out_dir")
     seed_everything(cfg.seed)
     G, info = load_generator(cfg.ckpt, cfg.which)
-    channels = cfg.data.get("channels") or info["channels"]
-    src = Path(cfg.data.root) if cfg.data.kind == "folder" else test_split_dirs(cfg.data)[0]
+    data = cfg.data
+    if data.kind == "folder" and OmegaConf.is_missing(data, "root"):  # i2i-test ckpt=<run>: the run's test split
+        data = OmegaConf.create(run_dataset((info.get("cfg") or {}).get("data"), info["path"]))
+    channels = check_test_channels(data.get("channels"), info["channels"], info["path"])
+    src = Path(data.root) if data.kind == "folder" else test_split_dirs(data)[0]
     if not src.is_dir():
         raise DataError(f"{src}: no such image folder — set data.root=<folder of images> (data=folder) or "
                         "download the dataset (bash scripts/download_dataset.sh <name>)")
@@ -471,28 +490,38 @@ def run_test(cfg: DictConfig) -> Path:
         out_dir = ckpt_path.parent.parent / f"test_{ckpt_path.stem}"
     else:
         out_dir = Path("results") / ckpt_path.stem
+    check_output_dir(out_dir, "out_dir")
     suite = None
     if cfg.metrics:  # checked before translating: a missing reference or weights file fails first
         if cfg.metrics_real is not None:
             real, source = Path(cfg.metrics_real), None
-        elif cfg.data.kind == "folder":
+        elif data.kind == "folder":
             raise ConfigError("metrics need a reference folder: use data=<dataset> (its test split) or "
                               "metrics_real=<folder of target-domain images>")
         else:
-            source, real = test_split_dirs(cfg.data)
+            source, real = test_split_dirs(data)
         suite = build_metric_suite(cfg.metrics, real, source if cfg.fused_kid else None, cfg.paths.cache_dir,
                                    device, cfg.weights, extractor=cfg.extractor)
     prepare = build_test_feedback(cfg, info, device)
-    stems = translate_dataset(G.to(device), dataset, out_dir, device, batch_size=cfg.batch_size, prepare=prepare)
-    (out_dir / "info.json").write_text(json.dumps({"checkpoint": info["path"], "source": info["source"],
-                                                  "input_dir": str(src), "n_images": len(stems)}, indent=2))
+    with output_errors(out_dir):
+        stems = translate_dataset(G.to(device), dataset, out_dir, device, batch_size=cfg.batch_size,
+                                  prepare=prepare)
+        (out_dir / "info.json").write_text(json.dumps({"checkpoint": info["path"], "source": info["source"],
+                                                      "input_dir": str(src), "n_images": len(stems)}, indent=2))
     print(f"i2i: translated {len(stems)} images from {src}: {out_dir}/fake_B/ (gallery {out_dir / 'index.html'})",
           file=sys.stderr)
     if suite is not None:
         from i2i.metrics import write_metrics_json
 
-        values = suite.compute(out_dir / "fake_B")
-        path = write_metrics_json(out_dir / "metrics.json", values, suite.meta())
+        try:
+            values = suite.compute(out_dir / "fake_B")
+        except DataError:
+            raise
+        except ValueError as e:  # too few images for a metric: the translations are kept
+            raise ConfigError(f"metrics={list(cfg.metrics)}: {e} — translate more images or drop the metric "
+                              f"(the {len(stems)} translations are in {out_dir})") from None
+        with output_errors(out_dir):
+            path = write_metrics_json(out_dir / "metrics.json", values, suite.meta())
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float))
         print(f"i2i: {shown} ({values.get('n_fake')} fake vs {values.get('n_real')} real images): {path}",
               file=sys.stderr)

@@ -7,16 +7,14 @@ Thin Hydra wrapper over :class:`i2i.metrics.evaluate.MetricSuite` (config: confi
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from i2i.cli.common import config_dir
-from i2i.metrics.evaluate import MetricSuite, write_metrics_json
+from i2i.cli.common import check_overrides, config_dir, run_cli
+from i2i.metrics.evaluate import MetricSuite, metrics_json_path, write_metrics_json
 from i2i.metrics.features import make_extractor
 
 _FEATURE_METRICS = {"fid", "kid", "pr"}
@@ -40,16 +38,39 @@ def format_report(values: dict) -> list[str]:
     return lines
 
 
+def check_config(cfg: dict) -> str:
+    """Every key of configs/compare.yaml checked before any work; returns the device to use.
+
+    Raises:
+        ConfigError: one line naming the bad key (also ``device=cuda`` without CUDA, ``cache_dir`` or ``out``
+            blocked by an existing file).
+    """
+    from i2i.build import ConfigError, resolve_device
+    from i2i.checks import COMPARE_OPTIONS, check_options, check_output_dir
+    from i2i.metrics.cache import check_cache_dir
+
+    check_options(cfg, COMPARE_OPTIONS)
+    device = str(resolve_device(cfg["device"]))  # device=cuda without CUDA: one line naming device
+    if cfg["use_cache"]:
+        try:
+            check_cache_dir(cfg["cache_dir"], "cache_dir")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    check_output_dir(metrics_json_path(cfg["out"]).parent, "out", cfg["out"])
+    return device
+
+
 def run(cfg: dict) -> dict:
     """Compute, print and write the metrics for a plain config dict (the keys of configs/compare.yaml)."""
+    device = check_config(cfg)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg["num_threads"]))
     metrics = list(cfg["metrics"])
     extractor = None
     if _FEATURE_METRICS & set(metrics):
-        extractor = make_extractor(cfg["extractor"], weights=cfg["weights"], device=cfg["device"])
+        extractor = make_extractor(cfg["extractor"], weights=cfg["weights"], device=device)
     t0 = time.time()
-    suite = MetricSuite(metrics, cfg["real"], extractor=extractor, cache_dir=cfg["cache_dir"], device=cfg["device"],
+    suite = MetricSuite(metrics, cfg["real"], extractor=extractor, cache_dir=cfg["cache_dir"], device=device,
                         source_dir=cfg["real2"], batch_size=cfg["batch_size"], num_workers=cfg["num_workers"],
                         kid_subsets=cfg["kid_subsets"], kid_subset_size=cfg["kid_subset_size"],
                         swd_resolution=cfg["swd_resolution"], pr_k=cfg["pr_k"], seed=cfg["seed"],
@@ -63,19 +84,18 @@ def run(cfg: dict) -> dict:
     return values
 
 
+#: what the metrics package raises for bad folders and values (its messages name the folder or key)
+INPUT_ERRORS = (FileNotFoundError, ValueError, TypeError)
+
+
 @hydra.main(config_path=config_dir(), config_name="compare", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
-    try:
-        run(OmegaConf.to_container(cfg, resolve=True))
-    except (FileNotFoundError, ValueError, TypeError) as e:  # bad input: one line (I2I_DEBUG=1: traceback), exit 2
-        if os.environ.get("I2I_DEBUG"):
-            raise
-        print(f"i2i-compare: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(run, OmegaConf.to_container(cfg, resolve=True), also=INPUT_ERRORS)
 
 
 def main() -> None:
-    """Console entry point (``i2i-compare``)."""
+    """Console entry point (``i2i-compare``); an override Hydra cannot parse is one line, exit 2."""
+    check_overrides()
     _main()
 
 

@@ -1,7 +1,7 @@
 """``i2i-test ckpt=<run dir | checkpoint | latest_net_G.pth> data=<dataset | folder> [out_dir=...]``: translate images.
 
-Also installed as ``test`` (bash's builtin ``test`` shadows it in an interactive shell) and reachable as
-``python -m i2i test``.
+Also reachable as ``i2i test`` and ``python -m i2i test`` (there is no ``test`` script: it would shadow
+/usr/bin/test).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from i2i.cli.common import config_dir, run_cli
+from i2i.cli.common import check_overrides, config_dir, run_cli
 
 
 @hydra.main(config_path=config_dir(), config_name="test", version_base="1.3")
@@ -20,7 +20,8 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point (an override Hydra cannot parse is one line, exit 2)."""
+    check_overrides()
     _main()
 
 

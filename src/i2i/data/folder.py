@@ -2,8 +2,9 @@
 
 The published test path needs both domains (``KeyError: 'B'``, CUT #45) and resizes every image to
 a 256 square. Here a folder (or a list of folders, e.g. ``root/testA``, or single files) of source
-images is enough; images keep their size and are padded (reflect) up to a multiple of
-``size_multiple`` so the ResNet generator's two stride-2 stages divide evenly, and
+images is enough; images keep their size and are padded (reflect, replicate where the image is
+too small to reflect) up to a multiple of ``size_multiple`` so the ResNet generator's two stride-2
+stages divide evenly, and at least to :data:`MIN_SIZE` so any image down to 1x1 translates;
 :func:`crop_to_size` cuts the output back to the input size.
 """
 
@@ -23,6 +24,10 @@ from i2i.data.transforms import make_multiple
 from i2i.data.validate import check_images
 
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
+
+#: smallest padded side the ResNet generator runs on: its first 7x7 conv reflect-pads by 3 (needs >= 4 px) and its
+#: residual blocks reflect-pad by 1 at a quarter of the size (needs >= 2 px there, so >= 8 px at the input)
+MIN_SIZE = 8
 
 
 def collect_images(roots: PathOrPaths, max_dataset_size: int | None = None) -> list[str]:
@@ -51,17 +56,25 @@ def collect_images(roots: PathOrPaths, max_dataset_size: int | None = None) -> l
     return paths if max_dataset_size is None else paths[:max_dataset_size]
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad [..., H, W] at the bottom and right up to multiples of ``multiple``.
+def padded_size(size: int, multiple: int, min_size: int = 1) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``size`` and >= ``min_size``."""
+    target = max(size, min_size)
+    return target + (-target) % multiple
 
-    Reflect padding; replicate where the image is too small to reflect (pad >= size).
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 1) -> torch.Tensor:
+    """Pad [..., H, W] at the bottom and right up to multiples of ``multiple`` (and at least ``min_size``).
+
+    Each side is reflect-padded, or replicate-padded when the image is too small to reflect (pad >= size),
+    so any size from 1x1 up works.
     """
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x.unsqueeze(0), (0, pw, 0, ph), mode=mode).squeeze(0)  # [1, C, H, W] -> [C, H', W']
+    ph, pw = padded_size(h, multiple, min_size) - h, padded_size(w, multiple, min_size) - w
+    x = x.unsqueeze(0)  # [C, H, W] -> [1, C, H, W]
+    for pad, size, sides in ((ph, h, (0, 0, 0, ph)), (pw, w, (0, pw, 0, 0))):
+        if pad:
+            x = F.pad(x, sides, mode="reflect" if pad < size else "replicate")
+    return x.squeeze(0)  # [1, C, H', W'] -> [C, H', W']
 
 
 def crop_to_size(x: torch.Tensor, h: int | torch.Tensor, w: int | torch.Tensor) -> torch.Tensor:
@@ -82,6 +95,8 @@ class ImageFolderDataset(Dataset):
         channels: 1, 3 or 4 (see :func:`i2i.data.images.load_image`).
         size_multiple: H and W are reflect-padded up to a multiple of this (4 for the ResNet
             generator with two down-samplings).
+        min_size: the padded H and W are at least this (:data:`MIN_SIZE`, the ResNet generator's smallest
+            input; images down to 1x1 are replicate-padded up to it).
         resize: ``None`` keeps the size; an int resizes to a ``resize x resize`` square (BICUBIC, the
             published test preprocessing with load_size = crop_size), then makes the size a multiple
             of 4 (published ``__make_power_2``).
@@ -91,7 +106,8 @@ class ImageFolderDataset(Dataset):
     Items: 'A' float32 [C, H', W'] in [-1, 1]; 'A_path' str; 'orig_size' LongTensor [2] = (h, w) of
     the image before padding (crop the output back with :func:`crop_to_size`); 'file_size'
     LongTensor [2] = (h, w) of the file (differs from 'orig_size' only when ``resize`` is set).
-    Different sizes do not collate: use batch size 1 unless all images share a size.
+    Different sizes do not collate in a DataLoader (:func:`i2i.engine.translate.size_batches` batches
+    consecutive images of one size).
     """
 
     def __init__(
@@ -102,12 +118,13 @@ class ImageFolderDataset(Dataset):
         resize: int | None = None,
         max_dataset_size: int | None = None,
         validate: bool = True,
+        min_size: int = MIN_SIZE,
     ) -> None:
         check_channels(channels)
         if size_multiple < 1 or (resize is not None and resize < 1):
             raise DataError(f"size_multiple={size_multiple}, resize={resize}: must be positive")
         self.paths = collect_images(root, max_dataset_size)
-        self.channels, self.size_multiple, self.resize = channels, size_multiple, resize
+        self.channels, self.size_multiple, self.resize, self.min_size = channels, size_multiple, resize, min_size
         if validate:
             check_images(self.paths, channels)
 
@@ -123,7 +140,7 @@ class ImageFolderDataset(Dataset):
         x = to_tensor(img)  # [C, h, w]
         h, w = x.shape[-2:]
         return {
-            "A": pad_to_multiple(x, self.size_multiple),  # [C, H', W']
+            "A": pad_to_multiple(x, self.size_multiple, self.min_size),  # [C, H', W']
             "A_path": path,
             "orig_size": torch.tensor([h, w], dtype=torch.long),
             "file_size": torch.tensor([file_h, file_w], dtype=torch.long),

@@ -87,18 +87,93 @@ def config_diff(saved: dict, current: dict, sections=("generator", "discriminato
     return out
 
 
+#: leading bytes of files torch.load can read: a zip archive (torch.save since 1.6, TorchScript) or a pickle of
+#: protocol >= 2 (the legacy format)
+_TORCH_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x80")
+
+#: leading bytes of files that get passed as checkpoints by mistake -> what they are
+_OTHER_MAGIC = (
+    (b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"BM", "a BMP image"),
+    (b"RIFF", "a RIFF file (WebP image, WAV, AVI)"), (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"),
+    (b"\x93NUMPY", "a NumPy .npy array"), (b"\x89HDF", "an HDF5 file"), (b"7z\xbc\xaf", "a 7-Zip archive"),
+)
+
+#: the fix named for any file that is not a checkpoint
+_CHECKPOINT_FIX = ("give a file written by torch.save: a run's ckpt/*.pt (or the run dir) or a published "
+                   "latest_net_G.pth")
+
+
+def _first_line(err: Exception, limit: int = 160) -> str:
+    """The first sentence of an error's first line (torch's reader errors go on for several sentences)."""
+    lines = str(err).strip().splitlines()
+    line = lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
+def not_torch_file(head: bytes) -> str | None:
+    """What a file whose first bytes are ``head`` looks like, when torch.load cannot read it at all.
+
+    Returns:
+        ``None`` for a zip archive or a pickle (what ``torch.save`` writes), else e.g. ``"it looks like a JPEG
+        image"`` or ``"the file is empty"``.
+    """
+    if head.startswith(_TORCH_MAGIC):
+        return None
+    if not head:
+        return "the file is empty"
+    for magic, what in _OTHER_MAGIC:
+        if head.startswith(magic):
+            return f"it looks like {what}"
+    if _looks_like_text(head):
+        return "it is a text file, perhaps the HTML page of a failed download" if head.lstrip()[:1] == b"<" \
+            else "it is a text file"
+    return "it is neither a zip archive nor a pickle"
+
+
+def _is_refused_pickle(err: pickle.UnpicklingError) -> bool:
+    """Whether torch's weights-only unpickler stopped at a Python object (as opposed to damaged pickle data)."""
+    text = str(err)
+    return not any(s in text for s in ("Unsupported operand", "invalid load key", "truncated"))
+
+
 def safe_load(path: str | Path, map_location="cpu"):
-    """Load a checkpoint or weights file without executing code (``weights_only=True``)."""
+    """Load a checkpoint or weights file without executing code (``weights_only=True``).
+
+    Raises:
+        CheckpointError: one line naming the file: missing; not a PyTorch file at all (an image, empty, text, ...,
+            told apart by its first bytes); refused because it holds pickled Python objects; damaged.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file — check the path (a run dir holds ckpt/last.pt)")
     try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror}) — check the file's permissions") from e
+    what = not_torch_file(head)
+    if what is not None:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({what}) — {_CHECKPOINT_FIX}")
+    try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if not _is_refused_pickle(e):
+            raise CheckpointError(f"{path}: not a readable checkpoint (damaged pickle data) — the file may be "
+                                  f"truncated; {_CHECKPOINT_FIX}") from e
         raise CheckpointError(f"{path}: refused — the file contains pickled Python objects, which could run code; "
-                              "only plain tensors/state_dicts are loaded (re-save it with torch.save(state_dict))") from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]}) — the file may be "
+                              "only plain tensors/state_dicts are loaded "
+                              "(re-save it with torch.save(state_dict))") from e
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(e)}) — the file may be "
                               "truncated or not a PyTorch file") from e
 
 

@@ -6,10 +6,26 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import default_collate
 
 from i2i.data.folder import crop_to_size
 from i2i.utils.images import save_image, write_gallery
+
+
+def size_batches(dataset, batch_size: int = 1):
+    """Collated batches of consecutive items, in dataset order: at most ``batch_size`` items, all of one padded size.
+
+    Images of different sizes cannot share a tensor, so a batch ends early where the size changes.
+    """
+    buf: list[dict] = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if buf and (len(buf) == batch_size or buf[0]["A"].shape != item["A"].shape):
+            yield default_collate(buf)
+            buf = []
+        buf.append(item)
+    if buf:
+        yield default_collate(buf)
 
 
 @torch.no_grad()
@@ -17,11 +33,10 @@ def iter_translations(G: torch.nn.Module, dataset, device: torch.device, batch_s
     """Translate every dataset item; yield ``(path, real, fake)``, both [C, h, w] in [-1, 1] at the file's size.
 
     The output is cropped back to the input's size (undoing the dataset's padding) and resized back when the
-    dataset resized the input.
+    dataset resized the input. Images of any sizes mix with any ``batch_size`` (see :func:`size_batches`).
     """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    for batch in loader:
-        x = batch["A"].to(device)
+    for batch in size_batches(dataset, batch_size):
+        x = batch["A"].to(device)  # [B, C, H', W']
         fake = G(prepare(x, batch) if prepare is not None else x)
         for i in range(x.shape[0]):
             h, w = batch["orig_size"][i].tolist()
@@ -45,7 +60,7 @@ def translate_dataset(G: torch.nn.Module, dataset, out_dir: str | Path, device: 
         dataset: items with 'A', 'A_path', 'orig_size', 'file_size'.
         out_dir: output directory.
         device: where G runs.
-        batch_size: images per forward pass (only images of one size can share a batch).
+        batch_size: images per forward pass (a batch holds consecutive images of one size).
         prepare: optional ``f(x, batch) -> x`` applied to G's input (e.g. the test-time attention placeholder).
 
     Returns:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from i2i.metrics.cache import StatsCache, atomic_write_bytes, cache_key
+from i2i.metrics.cache import StatsCache, atomic_write_bytes, cache_key, warn
 from i2i.metrics.features import InceptionExtractor, iter_batches, list_images, resolve_device
 from i2i.metrics.fid import frechet_distance
 from i2i.metrics.kid import kid
@@ -100,9 +100,17 @@ class MetricSuite:
             if hit is not None:
                 return hit, True
         stats = self._scan(files, feats=True, swd=False)[0]
-        if self.cache is not None:
-            self.cache.save(split, key, stats, meta={"split": split, "n": stats.n, **self._extractor_meta()})
+        if self.cache is not None:  # a miss (absent or unusable entry): (re)write it
+            self._store(split, key, stats)
         return stats, False
+
+    def _store(self, split: str, key: str, stats: FeatureStats) -> None:
+        """Write a cache entry; a cache that cannot be written costs only the recomputation next time (a warning)."""
+        try:
+            self.cache.save(split, key, stats, meta={"split": split, "n": stats.n, **self._extractor_meta()})
+        except OSError as e:
+            warn(f"{self.cache.path(split, key)}: cannot write the statistics cache ({e.strerror or e}) — the "
+                 "metrics are computed without it; fix the permissions or free space of cache_dir")
 
     def _side(self, name: str, folder: Path, files: list[Path], swd: bool):
         """Reference side ``name``: stats from the cache (or computed), SWD descriptors kept in memory."""
@@ -178,11 +186,15 @@ def evaluate_folders(fake_dir, real_dir, metrics=("fid", "kid"), extractor=None,
     return suite.compute(fake_dir)
 
 
+def metrics_json_path(path) -> Path:
+    """The file :func:`write_metrics_json` writes: ``path`` itself for ``*.json``, else ``<path>/metrics.json``."""
+    path = Path(path)
+    return path / "metrics.json" if path.is_dir() or path.suffix.lower() != ".json" else path
+
+
 def write_metrics_json(path, values: dict, meta: dict) -> Path:
     """Write ``{"values": ..., "meta": ...}`` atomically; ``path`` may be a directory (-> ``<dir>/metrics.json``)."""
-    path = Path(path)
-    if path.is_dir() or path.suffix.lower() != ".json":
-        path = path / "metrics.json"
+    path = metrics_json_path(path)
     text = json.dumps({"values": values, "meta": {**meta, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}},
                       indent=2, sort_keys=True)
     atomic_write_bytes(path, lambda f: f.write(text.encode()))

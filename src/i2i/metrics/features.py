@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from i2i.data.errors import DataError
 from i2i.utils.images import to_uint8
 from i2i.metrics.inception import FIDInceptionV3, file_sha256, load_fid_inception, preprocess, resolve_weights
 
@@ -44,17 +45,27 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: image folder not found; pass an existing directory of images.")
+        raise FileNotFoundError(f"{folder}: image folder not found — pass an existing folder of images")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}); pass a directory that contains images.")
+        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) — pass a folder that contains images")
     return files
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """PIL RGB -> uint8 ``[3, H, W]``."""
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    """PIL RGB -> uint8 ``[3, H, W]``.
+
+    Raises:
+        DataError: a corrupt, truncated or non-image file (one line naming it).
+    """
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: cannot decode image (not an image file) — remove or replace the file") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: cannot decode image ({reason}) — remove or replace the file") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # [H, W, 3] -> [3, H, W]
 
 
