@@ -251,14 +251,14 @@ def test_full_disk_while_translating_is_one_line_naming_the_file(compose, run, t
 
 # ---------------------------------------------------------------------------------------------- B3. typed keys
 @pytest.mark.parametrize("override,shown", [
-    ("batch_size=0", "batch_size=0: must be a whole number >= 1"),
-    ("batch_size=-3", "batch_size=-3: must be a whole number >= 1"),
-    ("batch_size=1.5", "batch_size=1.5: must be a whole number >= 1"),
-    ("num_images=-1", "num_images=-1: must be null or a whole number >= 1"),
-    ("size_multiple=0", "size_multiple=0: must be a whole number >= 1"),
-    ("resize=abc", "resize=abc: must be null or a whole number >= 1"),
-    ("resize=0", "resize=0: must be null or a whole number >= 1"),
-    ("metrics=[fid,is]", "metrics=[fid,is]: must be a list of fid, kid, swd, pr"),
+    ("batch_size=0", "batch_size=0: must be an integer >= 1"),
+    ("batch_size=-3", "batch_size=-3: must be an integer >= 1"),
+    ("batch_size=1.5", "batch_size=1.5: must be an integer >= 1"),
+    ("num_images=-1", "num_images=-1: must be null or an integer >= 1"),
+    ("size_multiple=0", "size_multiple=0: must be an integer >= 1"),
+    ("resize=abc", "resize=abc: must be null or an integer >= 1"),
+    ("resize=0", "resize=0: must be null or an integer >= 1"),
+    ("metrics=[fid,is]", "metrics=[fid,is]: must be a list of distinct entries of fid, kid, swd, pr"),
     ("device=gpu", "device=gpu: must be auto, cpu, cuda or cuda:<index>"),
 ])
 def test_i2i_test_bad_key_is_one_line_before_the_checkpoint_is_read(compose, tmp_path, photos, override, shown):
@@ -451,7 +451,7 @@ def test_cli_i2i_compare_bad_inputs_exit_2_with_one_line(tmp_path):
     base = [str(BIN / "i2i-compare"), f"real={real}", "extractor=mock", "device=cpu", f"out={out}",
             f"cache_dir={tmp_path / 'cache'}", "kid_subsets=2"]
     assert_one_error_line(cli(tmp_path, *base, f"fake={fake}"), f"{fake / 'cut.jpg'}: cannot decode image")
-    assert_one_error_line(cli(tmp_path, *base, f"fake={real}", "pr_k=0"), "pr_k=0: must be a whole number >= 1")
+    assert_one_error_line(cli(tmp_path, *base, f"fake={real}", "pr_k=0"), "pr_k=0: must be an integer >= 1")
     assert_one_error_line(cli(tmp_path, *base, f"fake={tmp_path / 'none'}"), f"fake={tmp_path / 'none'}: must be")
     if not torch.cuda.is_available():
         assert_one_error_line(cli(tmp_path, *base, f"fake={real}", "device=cuda"), "device=cuda: CUDA is not")

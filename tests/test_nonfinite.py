@@ -107,7 +107,7 @@ def test_skip_count_survives_resume(compose, nan_at_step):
 
 
 def test_unknown_on_nonfinite_is_one_clear_error(compose):
-    with pytest.raises(ConfigError, match="train.on_nonfinite='ignore': unknown — use raise or skip"):
+    with pytest.raises(ConfigError, match="train.on_nonfinite=ignore: must be one of raise, skip"):
         run_training(compose(*SMOKE, "train.on_nonfinite=ignore"))
 
 

@@ -20,26 +20,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from i2i.compat.published import infer_generator_kwargs, strip_module_prefix
 from i2i.data.errors import DataError
-from i2i.engine import distributed
+from i2i.engine import distributed, rundir
 from i2i.engine.loop import LoopConfig, NonFiniteLossError, Trainer
 from i2i.engine.state import CheckpointError, is_checkpoint, mismatch_line, safe_load
+from i2i.errors import ConfigError, RunDirError
 from i2i.models.layers import init_weights
 
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the fix."""
-
-
-class RunDirError(RuntimeError):
-    """The run directory cannot be written (permissions, full disk); the message names the path and the fix."""
 
 
 #: errors caused by the user's input: the CLI prints their one-line message instead of a traceback
 USER_ERRORS = (DataError, CheckpointError, NonFiniteLossError, ConfigError, RunDirError)
 
 #: OSError numbers that mean "this directory cannot be written" (no permission, full disk or quota, read-only)
-_DISK_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_DISK_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR}
 
 
 @contextlib.contextmanager
@@ -201,46 +194,42 @@ def build_dataset(dcfg, seed: int, phase: str = "train"):
 
 
 # ---------------------------------------------------------------------------------------------- training
-def prepare_run_dir(cfg) -> tuple[Path, Path | None]:
-    """Check the run directory against ``resume`` and return (run_dir, checkpoint to resume or None)."""
-    run_dir = Path(cfg.run_dir)
-    last = run_dir / "ckpt" / "last.pt"
-    if cfg.resume is None:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"run directory {run_dir} is not empty: continue it with resume=auto, or start a new "
-                              "run with another name=<name>")
-        return run_dir, None
-    if cfg.resume == "auto":
-        return run_dir, last if last.is_file() else None
-    path = Path(cfg.resume)
-    path = path / "ckpt" / "last.pt" if path.is_dir() else path
-    if not path.is_file():
-        raise ConfigError(f"resume={cfg.resume}: no such checkpoint — give a ckpt/*.pt file, a run dir, or resume=auto")
-    return run_dir, path
-
-
 def write_run_config(cfg, run_dir: Path) -> None:
     """Resolved config and command-line overrides into ``<run>/.hydra/`` (Hydra itself writes nothing)."""
-    from hydra.core.hydra_config import HydraConfig
-
     hydra_dir = run_dir / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
     (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+    (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(command_overrides())))
+
+
+def check_config(cfg) -> None:
+    """Every key's type and range (i2i/schema.py), and what needs two keys, before any work: one line naming the key."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from i2i import schema
+
+    try:
+        values = to_dict(cfg)
+    except OmegaConfBaseException as e:  # a mandatory value (???) not given, an interpolation that cannot resolve
+        key = getattr(e, "full_key", None) or "config"
+        raise ConfigError(f"{key}: {str(e).splitlines()[0]} — set {key}=<value> on the command line") from None
+    schema.check(values, schema.TRAIN)
+    t = cfg.train
+    if t.n_epochs + t.n_epochs_decay < 1:
+        raise ConfigError(f"train.n_epochs={t.n_epochs}, train.n_epochs_decay={t.n_epochs_decay}: nothing to train "
+                          "— set train.n_epochs >= 1")
 
 
 def loop_config(cfg, device: torch.device) -> LoopConfig:
     t, o = cfg.train, cfg.optim
     amp = t.amp if t.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
     fused = o.fused if o.fused != "auto" else device.type == "cuda"
-    if t.on_nonfinite not in ("raise", "skip"):
-        raise ConfigError(f"train.on_nonfinite={t.on_nonfinite!r}: unknown — use raise or skip")
     return LoopConfig(n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay, warmup_epochs=t.warmup_epochs,
                       batch_size=t.batch_size, max_steps=t.max_steps, num_workers=t.num_workers, log_every=t.log_every,
                       sample_every=t.sample_every, ckpt_every=t.ckpt_every, save_epoch_every=t.save_epoch_every,
                       eval_every_epochs=(cfg.eval.every_epochs or 0) if cfg.eval.metrics else 0, amp=amp,
                       no_crop_after_epoch=cfg.data.get("no_crop_after_epoch"), on_nonfinite=t.on_nonfinite,
+                      max_skip_fraction=t.get("max_skip_fraction", 0.5),
                       seed=cfg.seed, lr_g=o.lr_g, lr_d=o.lr_d, lr_f=o.lr_f, betas=tuple(o.betas), fused_adam=bool(fused),
                       tensorboard=t.tensorboard, **speed_levers(t, device))
 
@@ -266,6 +255,7 @@ def build_trainer(cfg, run_dir: Path, dataset=None) -> Trainer:
     ``cfg.data``'s, e.g. the benchmark's stand-in)."""
     from i2i.data.sampler import build_loader
 
+    check_config(cfg)
     env = distributed_env(cfg)  # torchrun: process group, cuda:<LOCAL_RANK>; else one process on cfg.device
     device = env.device
     if cfg.train.deterministic:
@@ -360,20 +350,47 @@ def distributed_env(cfg) -> distributed.DistEnv:
         raise ConfigError(str(e)) from None
 
 
+def command_overrides() -> list[str]:
+    """The command line's overrides (empty outside a Hydra app, e.g. when a test composes the config)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def run_training(cfg: DictConfig) -> Trainer:
-    """``train``: check the run dir, build, resume if asked, train, and say where the results are."""
+    """``train``: check the config and run dir, build, resume if asked, train, and say where the results are.
+
+    Nothing is written before the config, the data and (when resuming) the checkpoint have been checked; the run
+    dir is locked against a second process for the whole run. A resume continues the run that was started: a
+    command line that changes its training settings is refused (engine/rundir.py ``RESUME_MAY_CHANGE`` lists what
+    may change) unless ``resume_allow_changes=true``, and ``.hydra/config.yaml`` keeps the original config.
+    """
+    check_config(cfg)
     env = distributed_env(cfg)
-    run_dir, resume_from = prepare_run_dir(cfg)
-    trainer = build_trainer(cfg, run_dir)  # validates data and config before anything is written
-    if resume_from is not None:  # before anything is written: a mismatching checkpoint leaves the run untouched
-        trainer.resume(resume_from)
+    run_dir = Path(cfg.run_dir)
+    rundir.check_location(run_dir)
+    with disk_errors(run_dir), rundir.RunLock(run_dir, enabled=env.is_main):
+        resume_from = rundir.find_resume(run_dir, cfg.resume)
+        state, changes = None, {}
+        if resume_from is not None:  # the checkpoint's config is the run's: today's may differ only where allowed
+            state = safe_load(resume_from)
+            if not is_checkpoint(state):
+                raise CheckpointError(f"{resume_from}: not an i2i training checkpoint — resume expects "
+                                      "<run>/ckpt/last.pt")
+            changes = rundir.check_resume_config(state.get("cfg") or {}, to_dict(cfg), run_dir,
+                                                 bool(cfg.get("resume_allow_changes", False)))
+        trainer = build_trainer(cfg, run_dir)  # validates data and config before anything is written
+        if state is not None:  # before anything is written: a mismatching checkpoint leaves the run untouched
+            trainer.resume(resume_from, state)
+            if env.is_main:
+                print(f"i2i: resumed {resume_from} at step {trainer.step} (epoch {trainer.epoch})", file=sys.stderr)
+        env.barrier()  # every rank has checked the run dir before rank 0 writes into it
         if env.is_main:
-            print(f"i2i: resumed {resume_from} at step {trainer.step} (epoch {trainer.epoch})", file=sys.stderr)
-    env.barrier()  # every rank has checked the run dir before rank 0 writes into it
-    with disk_errors(run_dir):
-        if env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_run_config(cfg, run_dir)
+            if state is None:
+                rundir.clear_restartable(run_dir)
+                write_run_config(cfg, run_dir)
+            else:
+                rundir.record_resume(run_dir, trainer.step, resume_from, changes, command_overrides())
         trainer.fit()
     env.barrier()
     if env.is_main:
@@ -462,12 +479,12 @@ def run_test(cfg: DictConfig) -> Path:
     written; each failure is one line naming the key or file. Without ``data.root`` an i2i checkpoint translates
     its own dataset's test split.
     """
-    from i2i.checks import TEST_OPTIONS, check_options, check_output_dir, check_test_channels, output_errors, \
-        run_dataset
+    from i2i import schema
+    from i2i.checks import check_output_dir, check_test_channels, output_errors, run_dataset
     from i2i.data.folder import ImageFolderDataset
     from i2i.engine.translate import translate_dataset
 
-    check_options(to_dict(OmegaConf.masked_copy(cfg, list(TEST_OPTIONS))), TEST_OPTIONS)  # ckpt: ??? when unset
+    schema.check(to_dict(OmegaConf.masked_copy(cfg, list(schema.TEST))), schema.TEST)  # ckpt: ??? when unset
     device = resolve_device(cfg.device)
     if cfg.out_dir is not None:
         check_output_dir(cfg.out_dir, "out_dir")

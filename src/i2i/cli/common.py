@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -38,6 +39,17 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+_PACKAGE = str(Path(__file__).resolve().parents[1])
+_default_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """i2i's own warnings as one ``i2i: warning: ...`` line; others as Python formats them."""
+    if issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(_PACKAGE):
+        return f"i2i: warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
 def run_cli(fn, cfg, also: tuple[type[BaseException], ...] = ()) -> None:
     """Run ``fn(cfg)``; known user errors print one line (``I2I_DEBUG=1`` shows the traceback) and exit 2.
 
@@ -49,6 +61,7 @@ def run_cli(fn, cfg, also: tuple[type[BaseException], ...] = ()) -> None:
     from i2i.build import USER_ERRORS
     from i2i.engine.signals import TrainingInterrupted
 
+    warnings.formatwarning = _format_warning
     try:
         fn(cfg)
     except TrainingInterrupted as e:  # SIGINT/SIGTERM: checkpoint written; say how to continue, exit 128 + signal

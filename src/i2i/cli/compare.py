@@ -46,10 +46,11 @@ def check_config(cfg: dict) -> str:
             blocked by an existing file).
     """
     from i2i.build import ConfigError, resolve_device
-    from i2i.checks import COMPARE_OPTIONS, check_options, check_output_dir
+    from i2i import schema
+    from i2i.checks import check_output_dir
     from i2i.metrics.cache import check_cache_dir
 
-    check_options(cfg, COMPARE_OPTIONS)
+    schema.check({k: cfg.get(k) for k in schema.COMPARE}, schema.COMPARE)
     device = str(resolve_device(cfg["device"]))  # device=cuda without CUDA: one line naming device
     if cfg["use_cache"]:
         try:

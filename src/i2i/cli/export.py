@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from i2i.cli.common import config_dir, run_cli
+from i2i.cli.common import check_overrides, config_dir, run_cli
 
 
 def _export(cfg: DictConfig):
@@ -24,7 +24,8 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point (an override Hydra cannot parse is one line, exit 2)."""
+    check_overrides()
     _main()
 
 

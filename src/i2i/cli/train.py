@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from i2i.cli.common import config_dir, run_cli
+from i2i.cli.common import check_overrides, config_dir, run_cli
 
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
@@ -16,7 +16,8 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point (an override Hydra cannot parse is one line, exit 2)."""
+    check_overrides()
     _main()
 
 

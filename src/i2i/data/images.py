@@ -12,6 +12,8 @@ Tensors follow the published ``ToTensor`` + ``Normalize((0.5,)*C, (0.5,)*C)``: v
 from __future__ import annotations
 
 import os
+import warnings
+
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -36,23 +38,42 @@ def is_image_file(path: PathLike) -> bool:
 def list_images(directory: PathLike, max_size: int | None = None) -> list[str]:
     """Image files under ``directory``, found recursively, sorted, optionally capped.
 
-    Hidden files and folders (names starting with '.') are skipped. The published ``make_dataset``
-    caps before sorting; here the list is sorted first, so the cap keeps the same files on every
-    file system.
+    Hidden files and folders (names starting with '.') are skipped. A symlink to a folder is followed once, and
+    only when its target lies inside ``directory`` (resolved): a loop (``trainA/self -> .``, ``trainA/up -> ..``)
+    or a link to another domain adds no file twice and nothing from outside (a warning names the link). Symlinked
+    files are kept wherever they point. The published ``make_dataset`` caps before sorting; here the list is
+    sorted first, so the cap keeps the same files on every file system.
 
     Args:
-        directory: folder to search (symlinks to folders are followed).
+        directory: folder to search.
         max_size: keep at most this many paths (``None``: all).
 
     Returns:
         Sorted list of path strings.
     """
-    found = []
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(
-            os.path.join(dirpath, f) for f in filenames if is_image_file(f) and not f.startswith(".")
-        )
+    top = os.path.realpath(directory)
+    seen, found, pending = {top}, [], [os.fspath(directory)]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # unreadable folder: as os.walk, skipped
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():  # follows symlinks
+                real = os.path.realpath(entry.path)
+                if real in seen:
+                    continue
+                if entry.is_symlink() and os.path.commonpath([top, real]) != top:
+                    warnings.warn(f"{entry.path}: symlink to {real}, outside {directory} — not followed (link the "
+                                  "files, or move them into the domain folder)", stacklevel=2)
+                    continue
+                seen.add(real)
+                pending.append(entry.path)
+            elif is_image_file(entry.name):
+                found.append(entry.path)
     found.sort()
     return found if max_size is None else found[: max(0, int(max_size))]
 

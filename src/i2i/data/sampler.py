@@ -114,6 +114,40 @@ def _seed_worker(worker_id: int) -> None:
     np.random.seed(s)
 
 
+class EpochLoader:
+    """The batches of one epoch, from a DataLoader that always shuts its workers down.
+
+    Iterating it yields the DataLoader's batches. It also
+
+    - hands the files a dataset skipped (``data.on_error=skip``; the ``"skipped"`` entry of a sample, see
+      :meth:`i2i.data.unaligned.UnpairedDataset.note_skipped`) to the main process's dataset, which warns once
+      per file for the whole run, whatever the number of workers;
+    - shuts the worker processes down as soon as iteration ends, also on an exception. Workers ignore
+      SIGTERM (see :func:`_seed_worker`); left to the garbage collector, a worker kept alive by an exception's
+      traceback would make interpreter shutdown wait on it forever.
+    """
+
+    def __init__(self, loader: DataLoader, dataset: Dataset) -> None:
+        self.loader, self.dataset = loader, dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict]:
+        it = iter(self.loader)
+        note = getattr(self.dataset, "note_skipped", None)
+        try:
+            for batch in it:
+                skipped = batch.pop("skipped", None) if isinstance(batch, dict) else None
+                if note is not None and skipped:
+                    note([line for text in skipped for line in text.splitlines()])
+                yield batch
+        finally:
+            shutdown = getattr(it, "_shutdown_workers", None)  # what the iterator's __del__ calls; idempotent
+            if shutdown is not None:
+                shutdown()
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,
@@ -126,8 +160,8 @@ def build_loader(
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
     shuffle: bool = True,
-) -> DataLoader:
-    """A DataLoader over one epoch (build one per epoch).
+) -> EpochLoader:
+    """The batches of one epoch (build one per epoch).
 
     Calls ``dataset.set_epoch(epoch)`` when the dataset has it BEFORE the loader exists, so workers
     (not persistent: they copy the dataset at ``iter(loader)``) see the right epoch; call
@@ -144,13 +178,13 @@ def build_loader(
         prefetch_factor: batches prefetched per worker (ignored when ``num_workers == 0``).
 
     Returns:
-        DataLoader yielding ``steps_per_epoch - start_step`` batches of exactly ``batch_size``.
+        :class:`EpochLoader` yielding ``steps_per_epoch - start_step`` batches of exactly ``batch_size``.
     """
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     sampler = EpochSampler(len(dataset), batch_size, seed, epoch, rank, world_size, start_step, shuffle)
     extra = {"prefetch_factor": prefetch_factor} if num_workers > 0 and prefetch_factor else {}
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -162,3 +196,4 @@ def build_loader(
         persistent_workers=False,
         **extra,
     )
+    return EpochLoader(loader, dataset)

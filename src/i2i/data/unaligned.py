@@ -53,16 +53,16 @@ class UnpairedDataset(Dataset):
         serial_batches: B index = ``i % |B|`` instead of random.
         max_dataset_size: cap on images per domain (``None``: all).
         seed: run seed; with the epoch and the index it determines every random choice.
-        on_error: 'raise' -> :class:`DataError` on a file that fails to decode; 'skip' -> warn once
-            per path, count it in :attr:`skipped`, and use the next file of that domain
-            (``(j + 1) % n``, deterministic).
-        validate: check the layout and every file header up front (with ``on_error='skip'`` bad
+        on_error: 'raise' -> :class:`DataError` on a file that fails to decode; 'skip' -> use the next
+            file of that domain (``(j + 1) % n``, deterministic) and report the file in the sample's
+            ``"skipped"`` entry; :meth:`note_skipped` (called by the loader in the main process) warns once
+            per file for the whole run and counts it in :attr:`skipped`.
+        validate: check the layout and decode every file up front (with ``on_error='skip'`` bad
             files are only warned about).
 
     Attributes:
-        skipped: number of distinct files that failed to load and were skipped so far IN THIS
-            PROCESS (each DataLoader worker counts its own; the main process's counter stays 0 when
-            ``num_workers > 0``).
+        skipped: number of distinct files that failed to load and were skipped so far in this run, as
+            reported to the main process (:meth:`note_skipped`).
     """
 
     def __init__(
@@ -101,7 +101,9 @@ class UnpairedDataset(Dataset):
         self.preprocess, self.flip, self.serial_batches = preprocess, flip, serial_batches
         self.seed, self.on_error = seed, on_error
         self.epoch, self.no_crop, self.skipped = 0, False, 0
-        self._bad: set[str] = set()
+        self._bad: set[str] = set()  # files this process will not try again
+        self._reported: set[str] = set()  # files already warned about (main process)
+        self._new_bad: list[str] = []  # problems found while producing the current sample
         if validate:
             min_size = crop_size if preprocess == "crop" else None
             mode = "raise" if on_error == "raise" else "warn"
@@ -147,8 +149,7 @@ class UnpairedDataset(Dataset):
                 if self.on_error == "raise":
                     raise
                 self._bad.add(path)
-                self.skipped += 1
-                warnings.warn(f"skipping {err}", stacklevel=2)
+                self._new_bad.append(f"{path}\t{err}")
         raise DataError(f"{os.path.dirname(paths[j])}: every image failed to load — fix or replace the files")
 
     def __getitem__(self, index: int) -> dict:
@@ -157,9 +158,11 @@ class UnpairedDataset(Dataset):
         Returns:
             dict with 'A', 'B' (float32 [C, H, W] in [-1, 1]), 'A_path', 'B_path' (str), 'A_index',
             'B_index' (int, the files actually used), 'A_params', 'B_params' (LongTensor [5] =
-            top, left, load_h, load_w, flipped).
+            top, left, load_h, load_w, flipped), 'skipped' (str: ``<path>`` TAB ``<problem>`` per file skipped
+            for this sample, one per line; empty when none).
         """
         index = int(index)
+        self._new_bad = []
         n_a, n_b = len(self.A_paths), len(self.B_paths)
         b_index = index % n_b if self.serial_batches else self._rng(index, "B_index").randrange(n_b)
         a, a_params, a_idx = self._load(self.A_paths, index % n_a, self._rng(index, "A").getstate())
@@ -169,7 +172,24 @@ class UnpairedDataset(Dataset):
             "A_path": self.A_paths[a_idx], "B_path": self.B_paths[b_idx],
             "A_index": a_idx, "B_index": b_idx,
             "A_params": a_params, "B_params": b_params,
+            "skipped": "\n".join(self._new_bad),
         }
+
+    def note_skipped(self, problems: list[str]) -> None:
+        """Main process: warn once per file (for the whole run) about files that failed to load and were skipped.
+
+        Args:
+            problems: ``<path>`` TAB ``<one-line problem>`` lines, from the samples' ``"skipped"`` entries; workers of
+                later epochs copy this dataset and do not try these files again.
+        """
+        for line in problems:
+            path, _, problem = line.partition("\t")
+            if not line or path in self._reported:
+                continue
+            self._reported.add(path)
+            self._bad.add(path)
+            self.skipped += 1
+            warnings.warn(f"skipping {problem}", stacklevel=2)
 
     def __repr__(self) -> str:
         return (

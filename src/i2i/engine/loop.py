@@ -31,6 +31,7 @@ from i2i.engine.distributed import convert_step
 from i2i.engine.signals import StopRequest, TrainingInterrupted
 from i2i.engine.state import FORMAT, atomic_torch_save, capture_rng, restore_rng, safe_load, CheckpointError
 from i2i.engine.state import config_diff, mismatch_line, remove_stale_temps
+from i2i.errors import ConfigError
 from i2i.losses.gan import GANLoss
 from i2i.utils.images import make_grid, save_image
 from i2i.utils.runlog import RunLogger
@@ -38,6 +39,12 @@ from i2i.utils.runlog import RunLogger
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite."""
+
+
+#: ``on_nonfinite=skip``: the stop rule looks at about this many recent steps (at least the log interval) ...
+SKIP_WINDOW = 100
+#: ... and stops only when at least this many of them were skipped (a single bad step never stops a run)
+MIN_SKIPS = 3
 
 
 @dataclass
@@ -58,6 +65,7 @@ class LoopConfig:
     amp: str = "none"
     no_crop_after_epoch: int | None = None
     on_nonfinite: str = "raise"
+    max_skip_fraction: float = 0.5
     seed: int = 0
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -127,8 +135,8 @@ class Trainer:
         self.base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self.steps_per_epoch = len(dataset) // (cfg.batch_size * world_size)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"train.batch_size={cfg.batch_size} x {world_size} process(es) is larger than the "
-                             f"dataset ({len(dataset)} images): lower train.batch_size")
+            raise ConfigError(f"train.batch_size={cfg.batch_size} x {world_size} process(es) is larger than the "
+                              f"dataset ({len(dataset)} images) — lower train.batch_size")
         total = (cfg.n_epochs + cfg.n_epochs_decay) * self.steps_per_epoch
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps is not None else total
         self.logger = RunLogger(self.run_dir, cfg.tensorboard, enabled=is_main)
@@ -140,6 +148,7 @@ class Trainer:
         self._stop = StopRequest()  # SIGINT/SIGTERM: checkpoint at the next step boundary, then stop
         self._skipped = torch.zeros((), device=device, dtype=torch.long)  # on_nonfinite=skip: steps skipped
         self._step_bad = torch.zeros((), device=device)
+        self._skip_history: list[tuple[int, int]] = []  # on_nonfinite=skip: (step, skipped so far) at log steps
         self._last_ckpt: tuple[int, Path] | None = None  # (step, path) of the last ckpt/last.pt written
 
     # ------------------------------------------------------------------ state
@@ -186,8 +195,9 @@ class Trainer:
             self._last_ckpt = (self.step, path)
         return path
 
-    def resume(self, path: str | Path) -> None:
-        state = safe_load(path, map_location=self.device)
+    def resume(self, path: str | Path, state: dict | None = None) -> None:
+        """Continue from the checkpoint ``path`` (``state``: its contents, when already loaded)."""
+        state = safe_load(path, map_location=self.device) if state is None else state
         if state.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not an i2i training checkpoint — resume expects <run>/ckpt/last.pt")
         try:
@@ -203,7 +213,9 @@ class Trainer:
             for p in net.parameters():
                 if not torch.isfinite(p).all():
                     raise NonFiniteLossError(f"step {self.step}: {name} has non-finite weights; refusing to write "
-                                             f"{path} (the previous checkpoint is kept)")
+                                             f"{path} (the previous checkpoint is kept) — lower the learning rate "
+                                             "and continue from that checkpoint: resume=auto resume_allow_changes=true "
+                                             "optim.lr_g=<lower> optim.lr_d=<lower>")
 
     # ------------------------------------------------------------------ one step
     def _backward_step(self, terms: dict[str, torch.Tensor], optimizers: list) -> None:
@@ -298,6 +310,8 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, dynamic_ncols=True,
                    desc=self.run_dir.name, mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs: few lines
         self._t0, self._s0 = time.perf_counter(), self.step
+        if self.cfg.on_nonfinite == "skip":
+            self._skip_history = [(self.step, int(self._skipped))]
         out = batch = None
         if self.is_main:
             remove_stale_temps(self.run_dir / "ckpt")  # left by a kill during a checkpoint write
@@ -393,6 +407,8 @@ class Trainer:
         means = (sums / max(self._count, 1)).tolist()
         first_bad = first_bad.tolist()
         self._report_nonfinite(names, first_bad)
+        if self.cfg.on_nonfinite == "skip":
+            self._check_skips(warn=not any(b >= 0 for b in first_bad))
         now = time.perf_counter()
         steps = max(self.step - self._s0, 1)
         sec_per_iter = (now - self._t0) / steps
@@ -407,6 +423,26 @@ class Trainer:
         bar.set_postfix({n: f"{m:.3g}" for n, m in zip(names, means)}, refresh=False)
         self._sums, self._first_bad, self._count = {}, {}, 0
         self._t0, self._s0 = now, self.step
+
+    def _check_skips(self, warn: bool) -> None:
+        """``on_nonfinite=skip``, at a log step: warn about steps skipped since the last log (``warn``: when no loss
+        term was reported, i.e. only gradients were non-finite); stop when more than ``max_skip_fraction`` of the
+        last ~:data:`SKIP_WINDOW` steps (and at least :data:`MIN_SKIPS`) were skipped."""
+        total = int(self._skipped)  # read back at log steps only
+        history = self._skip_history  # starts with (first step of this fit, skipped then)
+        new = total - history[-1][1]
+        history.append((self.step, total))
+        while len(history) > 2 and history[1][0] <= self.step - SKIP_WINDOW:
+            history.pop(0)  # history[0]: the latest log point at least SKIP_WINDOW steps back, or the start
+        window, skipped = self.step - history[0][0], total - history[0][1]
+        if new > 0 and warn and self.is_main:
+            tqdm.write(f"i2i: warning: {new} optimizer step(s) skipped since the last log (non-finite gradients; "
+                       f"{total} in all)", file=sys.stderr)
+        if window > 0 and skipped >= MIN_SKIPS and skipped > self.cfg.max_skip_fraction * window:
+            raise NonFiniteLossError(f"{skipped} of the last {window} steps were skipped (non-finite losses or "
+                                     f"gradients; train.max_skip_fraction={self.cfg.max_skip_fraction}): training "
+                                     "does not progress — lower the learning rate (optim.lr_g, optim.lr_d) or check "
+                                     "the data; the last checkpoint written (if any) is kept")
 
     def _check_nonfinite_losses(self) -> None:
         """Before a checkpoint write (raise mode): read the device flags back (one sync per checkpoint)."""

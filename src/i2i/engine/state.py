@@ -52,9 +52,31 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror}) — check the run directory's "
                               "permissions and free space; the previous checkpoint is untouched") from e
+    except RuntimeError as e:
+        Path(tmp).unlink(missing_ok=True)
+        reason = _write_failure(e)
+        if reason is None:
+            raise
+        raise CheckpointError(f"{path}: cannot write checkpoint ({reason}) — check the run directory's "
+                              "permissions and free space; the previous checkpoint is untouched") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_failure(err: RuntimeError) -> str | None:
+    """The reason of a failed write inside ``torch.save``, or None for a RuntimeError of another kind.
+
+    torch's zip writer calls the file's ``write`` and, when that raises (a full disk), reports a RuntimeError
+    (``unexpected pos ...`` or ``PytorchStreamWriter failed writing file ...``) with the OSError as its context.
+    """
+    context = err.__context__
+    if isinstance(context, OSError) and context.strerror:
+        return context.strerror
+    text = str(err)
+    if "unexpected pos" in text or "PytorchStreamWriter" in text or "file write failed" in text:
+        return f"the write failed: {text.splitlines()[0].strip()}"
+    return None
 
 
 def remove_stale_temps(directory: str | Path) -> list[Path]:

@@ -12,6 +12,8 @@ import torch
 class RunLogger:
     """Writes scalars to TensorBoard (``<run>/tb``) and one JSON line per log step to ``<run>/stats.jsonl``.
 
+    Nothing is created before the first value is logged (a run refused at start-up leaves no ``tb/``).
+
     Args:
         run_dir: the run directory.
         tensorboard: also write TensorBoard event files.
@@ -19,12 +21,17 @@ class RunLogger:
     """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = True, enabled: bool = True) -> None:
-        self.run_dir, self.enabled = Path(run_dir), enabled
-        self.writer = None
-        if enabled and tensorboard:
+        self.run_dir, self.enabled, self.tensorboard = Path(run_dir), enabled, tensorboard
+        self._writer = None
+
+    @property
+    def writer(self):
+        """The TensorBoard ``SummaryWriter`` (created on first use), or None without TensorBoard."""
+        if self._writer is None and self.enabled and self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+            self._writer = SummaryWriter(str(self.run_dir / "tb"))
+        return self._writer
 
     def scalars(self, step: int, values: dict[str, float], extra: dict | None = None,
                 file: str = "stats.jsonl") -> None:
@@ -44,9 +51,10 @@ class RunLogger:
             self.writer.add_image(tag, (img.clamp(-1, 1) + 1) / 2, step)
 
     def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
