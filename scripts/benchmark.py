@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Seconds per training iteration of every method, built from the real configs (issue 7, docs/benchmarks.md).
+"""Seconds per training iteration of every method, built from the real configs (docs/benchmarks.md).
 
 For each method x mode x batch size: a Trainer is built by ``i2i.build.build_trainer`` from ``compose()`` of
 configs/ (the same objects ``train`` runs), fed device-resident random batches (rotating among 4), and
@@ -103,7 +103,7 @@ def build(experiment: str, args, extra: list[str], device: str, batch: int):
 
 def count_iteration_flops(experiment: str, args, batch: int) -> tuple[float | None, str]:
     """FLOPs of one iteration from a meta-device step (no compute); FastCUT: analytic expectation."""
-    from i2i.utils.flops import count_flops, cut_step_flops
+    from flops import count_flops, cut_step_flops
 
     try:
         trainer, cfg = build(experiment, args, ["train.amp=none", "optim.fused=false"] + _OFF, "meta", batch)
@@ -303,7 +303,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="skip counting synchronising CUDA calls per step")
     p.add_argument("--extras", type=csv, default=["qsattn-memory", "decode", "metrics"],
                    help="comma list of qsattn-memory, decode, metrics (or none)")
-    p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "horse2zebra"))
+    p.add_argument("--data-root", default=str(REPO / "datasets" / "horse2zebra"))
     p.add_argument("--decode-images", type=int, default=200)
     p.add_argument("--metrics-images", type=int, default=100, help="images timed; the cost is scaled to 500")
     p.add_argument("--profile", default=None, help="directory: profile 5 steps of every run (top ops + trace)")

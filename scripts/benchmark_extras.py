@@ -16,11 +16,8 @@ import torch
 
 def qsattn_memory(args, device: torch.device) -> list[dict]:
     """Peak memory of one QS-Attn NCE loss evaluation, straightforward vs chunked, batch 1 and 4 (global)."""
-    try:
-        from i2i.samplers.qsattn import qsattn_loss_peak_memory
-    except ImportError:
-        print("note: qsattn-memory skipped (i2i.samplers.qsattn.qsattn_loss_peak_memory does not exist)")
-        return []
+    from qsattn_memory import qsattn_loss_peak_memory  # scripts/ (on sys.path when run as a script)
+
     rows = []
     print("\nQS-Attn loss peak memory (one NCE evaluation, forward + backward; MB)")
     print("| attention | batch | chunked | measured_MB | analytic_MB |")

@@ -87,12 +87,18 @@ for d in trainA trainB; do
     exit 1
   fi
 done
+NO_TEST=""
 for d in trainA trainB testA testB; do
   if [[ -d "$SRC/$d" ]]; then
     echo "  $d: $(count_images "$SRC/$d") images"
   else
-    echo "  $d: missing (no test split; test on phase=train)"
+    echo "  $d: missing"
+    NO_TEST=1
   fi
 done
 mv "$SRC" "$DEST"
 echo "done: $DEST"
+if [[ -n "$NO_TEST" ]]; then
+  echo "no test split (testA/ testB/): training on it runs without evaluation (a line at the start says so);"
+  echo "  translate images with: i2i-test ckpt=<run dir> data=folder data.root=$DEST/trainA"
+fi

@@ -10,7 +10,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-SHARED_H2Z = Path(os.environ.get("I2I_HORSE2ZEBRA", REPO.parent / "shared" / "data" / "horse2zebra"))
+SHARED_H2Z = Path(os.environ.get("I2I_HORSE2ZEBRA", REPO / "datasets" / "horse2zebra"))  # optional real data
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

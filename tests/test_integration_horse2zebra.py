@@ -1,4 +1,4 @@
-"""Optional: a few real training steps on horse2zebra when ../shared/data/horse2zebra is present."""
+"""Optional: a few real training steps on horse2zebra when datasets/horse2zebra (or $I2I_HORSE2ZEBRA) is present."""
 
 from __future__ import annotations
 

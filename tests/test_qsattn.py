@@ -20,8 +20,7 @@ from i2i.losses.patchnce import patch_nce_loss
 from i2i.methods.qsattn import QSAttn
 from i2i.models.discriminators import PatchGAN
 from i2i.models.generators import ResnetGenerator
-from i2i.samplers.qsattn import (QSAttnSampler, attention_memory_bytes, full_attention, local_logits,
-                                 max_mean_from_logits, qsattn_loss_peak_memory, select_ids)
+from i2i.samplers.qsattn import QSAttnSampler, full_attention, local_logits, max_mean_from_logits, select_ids
 from i2i.samplers.random import RandomSampler
 
 LAYERS = [0, 4, 8, 12, 16]
@@ -336,23 +335,36 @@ def test_train_console_script_smoke_trains_local_global_straightforward(tmp_path
 
 
 # ---------------------------------------------------------------------------------------------- memory
-def test_memory_estimate_chunked_is_far_below_straightforward_and_scales_with_batch():
-    for attention in MODES:
-        full1, lean1 = (attention_memory_bytes(1, 256, c, attention)["peak"] for c in (False, True))
-        full4 = attention_memory_bytes(4, 256, False, attention)["peak"]
-        assert lean1 * 4 < full1 and full4 == 4 * full1
-    # the global straightforward path keeps one 4096 x 4096 float32 matrix per image (x2 identity) per layer (x2)
-    assert attention_memory_bytes(1, 256, False, "global")["kept"] == 2 * 2 * 4096 * 4096 * 4
-    res = qsattn_loss_peak_memory(1, 32, chunked=True, device="cpu")
-    assert res["analytic"] == attention_memory_bytes(1, 32, True, "global")
-    assert res["measured_how"].startswith("CPU peak RSS") and res["measured_bytes"] >= 0
+def _memory_script():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import qsattn_memory
+
+    return qsattn_memory
+
+
+@pytest.mark.slow
+def test_chunked_loss_measured_memory_is_far_below_straightforward():
+    """Measured in fresh processes (CPU peak RSS growth, scripts/qsattn_memory.py): the straightforward global path
+    keeps two 4096 x 4096 float32 matrices per image and layer (256 MiB at 256 px, identity on), the chunked path
+    only the selected rows. Measured on this CPU: 577 MiB straightforward, 279 MiB chunked (analytic peaks 640 and
+    72 MiB; about 200 MiB of features, heads and sampled layers are common to both)."""
+    script = _memory_script()
+    full = script.measure(1, 256, False, "cpu", "global")
+    lean = script.measure(1, 256, True, "cpu", "global")
+    mib = 2**20
+    assert full["measured_bytes"] > 0.8 * full["analytic"]["kept"], (full["measured_bytes"] / mib,
+                                                                      full["analytic"]["kept"] / mib)
+    assert 0.5 < full["measured_bytes"] / full["analytic"]["peak"] < 2.0
+    saved = full["measured_bytes"] - lean["measured_bytes"]  # the rest (features, heads, sampled layers) is shared
+    assert saved > 0.8 * (full["analytic"]["kept"] - lean["analytic"]["kept"]), (saved / mib, lean["measured_bytes"] / mib)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
 def test_gpu_chunked_loss_uses_less_memory_than_straightforward():
-    lean = qsattn_loss_peak_memory(1, 128, chunked=True, device="cuda")["measured_bytes"]
-    full = qsattn_loss_peak_memory(1, 128, chunked=False, device="cuda")["measured_bytes"]
+    script = _memory_script()
+    lean = script.qsattn_loss_peak_memory(1, 128, chunked=True, device="cuda")["measured_bytes"]
+    full = script.qsattn_loss_peak_memory(1, 128, chunked=False, device="cuda")["measured_bytes"]
     assert 0 < lean < full
 
 

@@ -115,7 +115,8 @@ def Folder(null: bool = False, example: str = "<folder of images>") -> Spec:
                 _null("an existing folder of images", null), example, null)
 
 
-DEVICE = Spec(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
+#: ``meta`` builds shapes without memory (the FLOP counter, the no-host-sync audit)
+DEVICE = Spec(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|meta|cuda(:\d+)?", v) is not None,
               "auto, cpu, cuda or cuda:<index>", "auto")
 METRICS = ("fid", "kid", "swd", "pr")  # i2i.metrics.evaluate.METRICS (kept import-free here)
 EXTRACTORS = ("inception", "mock")
@@ -137,6 +138,8 @@ TRAIN = {
     "train.sample_every": Int(0, example="1000"),
     "train.ckpt_every": Int(0, example="5000"),
     "train.save_epoch_every": Int(0, example="5"),
+    "train.epoch_snapshots": Choice("inference", "full"),
+    "train.keep_last_epochs": Int(1, null=True, example="null"),
     "train.amp": Choice("auto", "bf16", "fp16", "none"),
     "train.channels_last": Bool(),
     "train.compile": Choice("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),

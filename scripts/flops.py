@@ -1,4 +1,4 @@
-"""FLOPs of a training iteration, counted two ways (issue 7: "count it exactly").
+"""FLOPs of a training iteration, counted two ways.
 
 1. :func:`count_flops` runs a callable (e.g. ``Trainer.train_step``) under
    :class:`torch.utils.flop_counter.FlopCounterMode`, which adds the FLOPs of every matrix-unit op that the
