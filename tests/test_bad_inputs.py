@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -35,24 +36,12 @@ from i2i.engine.loop import NonFiniteLossError
 from i2i.engine.rundir import RunLock
 from i2i.engine.state import CheckpointError, safe_load
 from i2i.errors import ConfigError, RunDirError
+from helpers import random_rgb, spoil_after_validation, unpaired_root
 
 SMOKE = ["experiment=cut_horse2zebra", "debug=smoke", "train.sample_every=0"]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _img(seed: int, size: int = 36) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-
-
-def _root(tmp: Path, n: int = 4) -> Path:
-    root = tmp / "data"
-    for d, off in (("A", 0), ("B", 100)):
-        (root / f"train{d}").mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(_img(i + off)).save(root / f"train{d}" / f"{i:02d}.png")
-    return root
-
-
 def _own_data(compose, root: Path, *extra: str):
     return compose(*SMOKE, "~data.synthetic", f"data.root={root}", *extra)
 
@@ -60,7 +49,7 @@ def _own_data(compose, root: Path, *extra: str):
 def _truncate_body(path: Path) -> None:
     """A JPEG whose header and first scan bytes are intact (Pillow's ``verify`` passes) but whose body is cut."""
     buf = io.BytesIO()
-    Image.fromarray(_img(7)).save(buf, "JPEG")
+    Image.fromarray(random_rgb(7)).save(buf, "JPEG")
     data = buf.getvalue()
     path.write_bytes(data[: len(data) // 2])
     with Image.open(path) as img:
@@ -88,16 +77,9 @@ def one_line_exit(capsys, fn, cfg) -> str:
 
 # ---------------------------------------------------------------------------------------------- 1. workers
 def test_worker_error_is_one_line_and_the_workers_are_gone(compose, tmp_path, monkeypatch):
-    root = _root(tmp_path)
+    root = unpaired_root(tmp_path)
     victim = root / "trainA" / "02.png"
-    original = build.build_trainer
-
-    def spoiled_after_validation(cfg, run_dir, *a, **k):
-        trainer = original(cfg, run_dir, *a, **k)
-        victim.write_bytes(victim.read_bytes()[:60])
-        return trainer
-
-    monkeypatch.setattr(build, "build_trainer", spoiled_after_validation)
+    spoil_after_validation(monkeypatch, lambda: victim.write_bytes(victim.read_bytes()[:60]))
     with pytest.raises(DataError) as err:
         run_training(_own_data(compose, root, "train.num_workers=2", "train.max_steps=8"))
     msg = str(err.value)
@@ -107,16 +89,9 @@ def test_worker_error_is_one_line_and_the_workers_are_gone(compose, tmp_path, mo
 
 @pytest.mark.slow
 def test_skip_with_workers_warns_once_per_file_for_the_whole_run(compose, tmp_path, monkeypatch):
-    root = _root(tmp_path)
+    root = unpaired_root(tmp_path)
     victim = root / "trainA" / "02.png"
-    original = build.build_trainer
-
-    def spoiled_after_validation(cfg, run_dir, *a, **k):
-        trainer = original(cfg, run_dir, *a, **k)
-        victim.write_bytes(b"")
-        return trainer
-
-    monkeypatch.setattr(build, "build_trainer", spoiled_after_validation)
+    spoil_after_validation(monkeypatch, lambda: victim.write_bytes(b""))
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         trainer = run_training(_own_data(compose, root, "train.num_workers=2", "data.on_error=skip",
@@ -147,7 +122,7 @@ HANG_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_cli_with_workers_exits_instead_of_hanging(tmp_path, datasets_dir):
-    root = _root(tmp_path)
+    root = unpaired_root(tmp_path)
     victim = root / "trainA" / "02.png"
     proc = subprocess.run([sys.executable, "-c", HANG_SCRIPT, str(victim), *SMOKE, "~data.synthetic",
                            f"data.root={root}", "train.num_workers=4", "train.max_steps=8",
@@ -160,7 +135,7 @@ def test_cli_with_workers_exits_instead_of_hanging(tmp_path, datasets_dir):
 
 # ---------------------------------------------------------------------------------------------- 2. data
 def test_truncated_body_is_reported_before_anything_is_written(compose, tmp_path, capsys):
-    root = _root(tmp_path)
+    root = unpaired_root(tmp_path)
     bad = root / "trainB" / "01.jpg"
     _truncate_body(bad)
     cfg = _own_data(compose, root)
@@ -172,22 +147,15 @@ def test_truncated_body_is_reported_before_anything_is_written(compose, tmp_path
 @pytest.mark.slow
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_its_retry(compose, tmp_path, monkeypatch,
                                                                              capsys):
-    root = _root(tmp_path)
-    original = build.build_trainer
-
-    def failing_at_step_one(cfg, run_dir, *a, **k):
-        trainer = original(cfg, run_dir, *a, **k)
-        (root / "trainA" / "01.png").write_bytes(b"")  # the first epoch reads it: the run dies before step 4
-        return trainer
-
-    monkeypatch.setattr(build, "build_trainer", failing_at_step_one)
+    root = unpaired_root(tmp_path)
+    spoil_after_validation(monkeypatch, lambda: (root / "trainA" / "01.png").write_bytes(b""))  # dies in epoch 1
     cfg = _own_data(compose, root, "train.max_steps=4", "train.ckpt_every=4", "train.log_every=1")
     with pytest.raises(DataError):
         run_training(cfg)
     run = Path(cfg.run_dir)
     assert (run / ".hydra" / "config.yaml").is_file() and not list(run.glob("ckpt/*.pt"))
     monkeypatch.undo()
-    Image.fromarray(_img(1)).save(root / "trainA" / "01.png")  # the user fixes the file and runs again
+    Image.fromarray(random_rgb(1)).save(root / "trainA" / "01.png")  # the user fixes the file and runs again
     capsys.readouterr()
     trainer = run_training(cfg)
     assert trainer.step == 4 and "holds no checkpoint" in capsys.readouterr().err
@@ -206,10 +174,10 @@ def test_a_dir_with_other_files_is_still_refused(compose, tmp_path, capsys):
 
 
 def test_symlinks_are_followed_once_and_never_out_of_the_domain(tmp_path):
-    root = _root(tmp_path)
+    root = unpaired_root(tmp_path)
     a = root / "trainA"
     (a / "sub").mkdir()
-    Image.fromarray(_img(9)).save(a / "sub" / "09.png")
+    Image.fromarray(random_rgb(9)).save(a / "sub" / "09.png")
     (a / "up").symlink_to("..")  # the dataset root: trainB/ would come in
     (a / "self").symlink_to(".")  # a loop
     (a / "alias").symlink_to("sub")  # inside the domain: its files once
@@ -340,21 +308,23 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_removed_at_the_end(compo
 @pytest.mark.slow
 def test_two_cli_processes_on_one_run_dir(tmp_path, datasets_dir):
     args = [str(Path(sys.executable).parent / "train"), *SMOKE, f"paths.datasets_dir={datasets_dir}",
-            f"paths.checkpoints_dir={tmp_path}", "train.max_steps=400", "train.ckpt_every=0", "train.log_every=0"]
+            f"paths.checkpoints_dir={tmp_path}", "name=two", "train.max_steps=400", "train.ckpt_every=0",
+            "train.log_every=0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        lock = tmp_path / "cut_horse2zebra" / ".lock"
+        run = tmp_path / "two"
+        lock = run / ".lock"
         for _ in range(600):
             if lock.is_file() and lock.read_text():
                 break
             first.poll()
             assert first.returncode is None, first.stderr.read()
-            __import__("time").sleep(0.1)
+            time.sleep(0.1)
         second = subprocess.run(args + ["resume=auto"], cwd=tmp_path, env=env, capture_output=True, text=True,
                                 timeout=120)
         assert second.returncode == 2
-        assert second.stderr.strip().splitlines()[-1].startswith(f"i2i: error: {tmp_path / 'cut_horse2zebra'}: in use "
+        assert second.stderr.strip().splitlines()[-1].startswith(f"i2i: error: {run}: in use "
                                                                  f"by process {first.pid}")
     finally:
         first.kill()
@@ -402,7 +372,7 @@ def test_run_dir_under_a_file_is_one_line(compose, tmp_path, capsys):
     afile.write_text("not a folder")
     cfg = compose(*SMOKE, f"paths.checkpoints_dir={afile}/x")
     msg = one_line_exit(capsys, run_training, cfg)
-    assert msg.startswith(f"run_dir={afile}/x/cut_horse2zebra: {afile} is a file, not a folder")
+    assert msg.startswith(f"run_dir={cfg.run_dir}: {afile} is a file, not a folder")
     assert "paths.checkpoints_dir" in msg and afile.read_text() == "not a folder"
 
 

@@ -14,24 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import i2i.build as build
 from i2i.build import run_training
 from i2i.data.errors import DataError
+from helpers import random_rgb, spoil_after_validation, unpaired_root
 
 BIN = Path(sys.executable).parent
-
-
-def _img(seed: int, size: int = 36) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-
-
-def _root(tmp: Path, n: int = 4) -> Path:
-    root = tmp / "data"
-    for d, off in (("A", 0), ("B", 100)):
-        (root / f"train{d}").mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(_img(i + off)).save(root / f"train{d}" / f"{i:02d}.png")
-    return root
 
 
 def _cfg(compose, root: Path, *extra: str):
@@ -41,7 +28,7 @@ def _cfg(compose, root: Path, *extra: str):
 
 def _truncated_jpeg(path: Path) -> None:
     buf = io.BytesIO()
-    Image.fromarray(_img(7)).save(buf, "JPEG")
+    Image.fromarray(random_rgb(7)).save(buf, "JPEG")
     path.write_bytes(buf.getvalue()[:300])  # header intact (passes the up-front check), body cut
 
 
@@ -77,7 +64,7 @@ def _flat_layout(root: Path) -> tuple[Path, str]:
 
 
 def _too_small(root: Path) -> tuple[Path, str]:
-    Image.fromarray(_img(9, size=20)).save(root / "trainB" / "02.png")
+    Image.fromarray(random_rgb(9, size=20)).save(root / "trainB" / "02.png")
     return root / "trainB" / "02.png", "smaller than 32"
 
 
@@ -86,7 +73,7 @@ def _too_small(root: Path) -> tuple[Path, str]:
     (_too_small, ["data.preprocess=crop"]),
 ])
 def test_bad_dataset_is_one_line_naming_path_and_fix_before_training(compose, tmp_path, make_bad, extra):
-    root = _root(tmp_path)
+    root = unpaired_root(tmp_path)
     path, fix = make_bad(root)
     cfg = _cfg(compose, root, *extra)
     with pytest.raises(DataError) as err:
@@ -97,7 +84,7 @@ def test_bad_dataset_is_one_line_naming_path_and_fix_before_training(compose, tm
 
 
 def test_bad_dataset_on_the_command_line_is_one_line_exit_2(tmp_path):
-    root = _root(tmp_path)
+    root = unpaired_root(tmp_path)
     bad, _ = _corrupt(root)
     proc = subprocess.run([str(BIN / "train"), "experiment=cut_horse2zebra", "debug=smoke", "~data.synthetic",
                            f"data.root={root}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -109,13 +96,13 @@ def test_bad_dataset_on_the_command_line_is_one_line_exit_2(tmp_path):
 def test_unusual_modes_are_converted_and_train(compose, tmp_path):
     """Grayscale, grayscale+alpha, RGBA, palette, CMYK and 16-bit files train as RGB (images.load_image documents
     each conversion)."""
-    root = _root(tmp_path)
+    root = unpaired_root(tmp_path)
     a = root / "trainA"
-    Image.fromarray(_img(1)[..., 0]).save(a / "01.png")  # L
-    Image.fromarray(_img(2)).convert("RGBA").save(a / "02.png")
-    Image.fromarray(_img(3)).convert("P").save(a / "03.png")
-    Image.fromarray(_img(4)).convert("CMYK").save(a / "04.jpg")
-    Image.fromarray((_img(5)[..., 0].astype(np.uint16) * 257)).save(b := root / "trainB" / "01.png")  # 16-bit
+    Image.fromarray(random_rgb(1)[..., 0]).save(a / "01.png")  # L
+    Image.fromarray(random_rgb(2)).convert("RGBA").save(a / "02.png")
+    Image.fromarray(random_rgb(3)).convert("P").save(a / "03.png")
+    Image.fromarray(random_rgb(4)).convert("CMYK").save(a / "04.jpg")
+    Image.fromarray((random_rgb(5)[..., 0].astype(np.uint16) * 257)).save(b := root / "trainB" / "01.png")  # 16-bit
     assert Image.open(b).mode.startswith("I")
     trainer = run_training(_cfg(compose, root, "train.max_steps=6"))
     assert trainer.step == 6 and trainer.dataset.skipped == 0
@@ -128,16 +115,9 @@ def _deleted(path: Path) -> None:
 @pytest.mark.parametrize("spoil", [_deleted, _truncated_jpeg], ids=["deleted", "truncated"])
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
 def test_file_unreadable_mid_run(compose, tmp_path, monkeypatch, spoil, on_error, capsys):
-    root = _root(tmp_path)
+    root = unpaired_root(tmp_path)
     victim = root / "trainA" / "02.png"
-    original = build.build_trainer
-
-    def spoiled_after_validation(cfg, run_dir, *a, **k):  # the file goes bad after the up-front checks
-        trainer = original(cfg, run_dir, *a, **k)
-        spoil(victim)
-        return trainer
-
-    monkeypatch.setattr(build, "build_trainer", spoiled_after_validation)
+    spoil_after_validation(monkeypatch, lambda: spoil(victim))  # the file goes bad after the up-front checks
     cfg = _cfg(compose, root, "train.max_steps=4", f"data.on_error={on_error}")  # one epoch: every A image
     if on_error == "raise":
         with pytest.raises(DataError) as err:

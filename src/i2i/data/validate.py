@@ -125,7 +125,8 @@ def _probe(path: str, channels: int, min_size: int | None, min_size_fix: str) ->
     except Exception as err:  # PIL raises many types for corrupt files
         return f"{path}: cannot decode image (corrupt? {type(err).__name__}: {err}) — remove or replace the file"
     if mode not in _SUPPORTED_MODES:
-        return f"{path}: image mode {mode!r} cannot be converted to {channels} channel(s) — re-save the file as RGB or L"
+        return (f"{path}: image mode {mode!r} cannot be converted to {channels} channel(s) — re-save the file as RGB "
+                "or L")
     if min_size and (w < min_size or h < min_size):
         return f"{path}: {w}x{h} image is smaller than {min_size} — {min_size_fix}"
     return None
