@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from torch import nn
 
 from i2i.build import build_trainer, run_training
 from i2i.losses.gan import GANLoss
@@ -150,3 +151,27 @@ def test_cyclegan_plain_builds_without_feedback(compose):
     trainer = build_trainer(cfg, cfg.run_dir)
     assert trainer.method.feedback is None and type(trainer.D) is PatchGAN
     assert trainer.G.model[1].in_channels == 3
+
+
+def test_a_module_in_no_optimizer_group_is_refused_not_trained_by_the_wrong_one():
+    """A method that owns a second network but forgets to list it: param_groups() names it instead of putting it
+    into the projection-head optimizer (which would step it silently with the wrong learning rate)."""
+    from i2i.methods.base import Method
+
+    class Forgetful(Method):
+        def __init__(self) -> None:
+            super().__init__()
+            self.G_BA = nn.Conv2d(3, 3, 1)
+
+    with pytest.raises(ValueError, match=r"optimizer_modules\(\): G_BA.weight, G_BA.bias in no optimizer group"):
+        Forgetful().param_groups()
+
+    class Twice(Forgetful):
+        def optimizer_modules(self):
+            groups = super().optimizer_modules()
+            groups["G"].append(self.G_BA)
+            groups["D"].append(self.G_BA)
+            return groups
+
+    with pytest.raises(ValueError, match="listed under both 'G' and 'D'"):
+        Twice().param_groups()

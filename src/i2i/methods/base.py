@@ -41,18 +41,38 @@ class Method(nn.Module):
         """Called at the start of every (1-based) epoch, before its first step."""
         self.epoch = epoch
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters of the method, by optimizer.
+    def optimizer_modules(self) -> dict[str, list[nn.Module | None]]:
+        """The method's own trainable modules, by the optimizer that steps them.
 
-        Returns:
-            ``{"G": [...], "D": [...], "F": [...]}``: extra parameters stepped with G's optimizer (e.g. a second
-            generator or an attention transfer block), with D's optimizer, and by the method's own optimizer
-            (projection heads, learning rate ``optim.lr_f``).
+        ``"G"``: stepped with the generator's Adam (a second generator, the feedback transfer block); ``"D"``: with
+        the discriminator's (a second discriminator); ``"F"``: by the method's own Adam (projection heads, learning
+        rate ``optim.lr_f``). Every module with parameters must be listed exactly once (``None`` entries are
+        skipped): :meth:`param_groups` refuses a parameter that is in no group or in two, so a new module cannot
+        end up in the wrong optimizer silently. Subclasses extend the lists of ``super().optimizer_modules()``.
         """
-        extra = list(self.feedback.parameters()) if self.feedback is not None else []
-        feedback_ids = {id(p) for p in extra}
-        own = [p for p in self.parameters() if id(p) not in feedback_ids]
-        return {"G": extra, "D": [], "F": own}
+        return {"G": [self.feedback], "D": [], "F": []}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by optimizer (``{"G": [...], "D": [...], "F": [...]}``), from :meth:`optimizer_modules`.
+
+        Raises:
+            ValueError: a parameter of the method is in no group, or in more than one.
+        """
+        groups = {name: [p for m in modules if m is not None for p in m.parameters()]
+                  for name, modules in self.optimizer_modules().items()}
+        where: dict[int, str] = {}
+        for name, params in groups.items():
+            for p in params:
+                if id(p) in where:
+                    raise ValueError(f"{type(self).__name__}.optimizer_modules(): a parameter is listed under both "
+                                     f"{where[id(p)]!r} and {name!r} — list each module once")
+                where[id(p)] = name
+        missing = [n for n, p in self.named_parameters() if id(p) not in where]
+        if missing:
+            raise ValueError(f"{type(self).__name__}.optimizer_modules(): {', '.join(missing[:3])}"
+                             f"{' ...' if len(missing) > 3 else ''} in no optimizer group — add their module to the "
+                             "'G', 'D' or 'F' list")
+        return groups
 
     def forward_G(self, G: nn.Module, batch: dict) -> dict:
         """Translate the batch. Returns at least ``fake_B`` [B, C, H, W]."""

@@ -64,6 +64,12 @@ class CUT(Method):
         self.reuse_source_features = reuse_source_features
         self.heads = ProjectionHeads(feature_channels, nc, init_type, init_gain)
 
+    def optimizer_modules(self) -> dict[str, list[nn.Module | None]]:
+        """The projection heads with the method's own Adam (``optim.lr_f``)."""
+        groups = super().optimizer_modules()
+        groups["F"].append(self.heads)
+        return groups
+
     def sampler_for(self, layer_pos: int):
         """The sampler used at a layer position (QS-Attn overrides this for its attention layers)."""
         return self.sampler

@@ -4,7 +4,7 @@
         [+ λ_idt λ_cyc (‖G(b) − b‖₁ + ‖F(a) − a‖₁)]
 
 The loop's G and D are G: A→B and D_B (judges domain B); the method owns F = ``G_BA`` and ``D_A`` and returns
-them in ``param_groups()['G'|'D']`` so that they share the loop's two Adam optimizers, as published (one Adam for
+them in ``optimizer_modules()['G'|'D']`` so that they share the loop's two Adam optimizers, as published (one Adam for
 both generators, one for both discriminators). D sees fakes through a 50-image history pool per domain; G is
 updated before D (``update_order = ("G", "D")``).
 
@@ -88,9 +88,12 @@ class CycleGAN(Method):
         self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
         self.pool_A, self.pool_B = ImagePool(pool_size), ImagePool(pool_size)
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        extra = list(self.feedback.parameters()) if self.feedback is not None else []
-        return {"G": extra + list(self.G_BA.parameters()), "D": list(self.D_A.parameters()), "F": []}
+    def optimizer_modules(self) -> dict[str, list[nn.Module | None]]:
+        """F = ``G_BA`` with the loop's generator Adam, ``D_A`` with its discriminator Adam (as published)."""
+        groups = super().optimizer_modules()
+        groups["G"].append(self.G_BA)
+        groups["D"].append(self.D_A)
+        return groups
 
     def feedback_sources(self, D: nn.Module) -> dict[str, nn.Module]:
         """Source-domain discriminators for same-step maps: D_A for A inputs, the loop's D (D_B) for B inputs."""

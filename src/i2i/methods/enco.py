@@ -144,6 +144,12 @@ class EnCo(Method):
         self.heads = ProjectionHeads(feature_channels, nc, init_type, init_gain)  # queries (and keys if shared)
         self.heads_k = None if shared_head else ProjectionHeads(feature_channels, nc, init_type, init_gain)
 
+    def optimizer_modules(self) -> dict[str, list[nn.Module | None]]:
+        """The projection heads (queries' and, when separate, keys') with the method's own Adam (``optim.lr_f``)."""
+        groups = super().optimizer_modules()
+        groups["F"] += [self.heads, self.heads_k]
+        return groups
+
     @property
     def identity_active(self) -> bool:
         """Whether the identity term (and the same-pass translation of real_B) is on this epoch."""
