@@ -247,7 +247,7 @@ def started(compose):
 ])
 def test_resume_refuses_changes_to_the_training_and_touches_nothing(compose, capsys, started, overrides, key):
     run, before = started
-    cfg = compose(*SMOKE, "train.max_steps=4", "resume=auto", *overrides)
+    cfg = compose(*SMOKE, "train.max_steps=4", "resume=auto", f"name={run.name}", *overrides)  # method= renames
     msg = one_line_exit(capsys, run_training, cfg)
     assert msg.startswith("resume: this command changes the run's training settings") and key in msg, msg
     assert "resume_allow_changes=true" in msg and snapshot(run) == before

@@ -331,7 +331,7 @@ def test_train_console_script_smoke_trains_local_global_straightforward(tmp_path
                                 "train.batch_size=2"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / "ck" / "qsattn_localglobal_horse2zebra" / "ckpt" / "last.pt").is_file()
+    assert (tmp_path / "ck" / "qsattn_synthetic_smoke" / "ckpt" / "last.pt").is_file()
 
 
 # ---------------------------------------------------------------------------------------------- memory

@@ -300,11 +300,14 @@ def test_split_dirs(dcfg) -> tuple[Path, Path]:
 
 
 def build_metric_suite(metrics, real_dir: Path, source_dir: Path | None, cache_dir, device, weights=None,
-                       batch_size: int = 50, extractor: str = "inception"):
+                       batch_size: int = 50, extractor: str = "inception", progress: bool = True,
+                       fake_total: int | None = None):
     """:class:`~i2i.metrics.MetricSuite` with one-line errors for missing folders, FID weights or a ``cache_dir``
     that is a file.
 
     ``extractor=mock`` is a testing aid (a fixed random projection instead of Inception): never for reported numbers.
+    ``progress`` shows progress bars on stderr; ``fake_total`` is the number of images an iterable of translations
+    yields (sizes the bar).
     """
     from i2i.metrics import MetricSuite
     from i2i.metrics.cache import check_cache_dir
@@ -321,21 +324,41 @@ def build_metric_suite(metrics, real_dir: Path, source_dir: Path | None, cache_d
         needs_features = bool({"fid", "kid", "pr"} & set(metrics))
         feats = make_extractor(extractor, weights, str(device)) if needs_features else None
         return MetricSuite(metrics=tuple(metrics), real_dir=real_dir, source_dir=source_dir, cache_dir=cache_dir,
-                           device=str(device), weights=weights, batch_size=batch_size, extractor=feats)
+                           device=str(device), weights=weights, batch_size=batch_size, extractor=feats,
+                           progress=progress, fake_total=fake_total)
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"metrics: {e}") from None
 
 
+def missing_test_split(dcfg) -> list[Path]:
+    """The test folders (source, target) an unpaired dataset lacks (neither ``test<X>/`` nor ``val<X>/``)."""
+    return [d for d in test_split_dirs(dcfg) if not d.is_dir()]
+
+
 def build_evaluator(cfg, device: torch.device, feedback=None):
-    """Every ``eval.every_epochs``: translate the test split and compute ``eval.metrics`` against its target side."""
+    """Every ``eval.every_epochs``: translate the test split and compute ``eval.metrics`` against its target side.
+
+    A dataset without a test split (only trainA/ trainB/, e.g. grumpifycat) trains without evaluation: one line
+    says why and ``None`` is returned. Progress bars are shown on a terminal only (below the training bar, removed
+    when done), so a training log gets the cache lines and warnings but no bar updates.
+    """
     from i2i.data.folder import ImageFolderDataset
     from i2i.engine.evaluation import make_evaluator
+    from i2i.metrics.progress import stderr_is_terminal
 
     e = cfg.eval
+    missing = missing_test_split(cfg.data)
+    if missing:
+        tests, vals = (" and ".join(f"{p}{d.name[4:]}/" for d in missing) for p in ("test", "val"))
+        print(f"i2i: evaluation off: {cfg.data.root} has no {tests} (nor {vals}) — training runs without "
+              f"eval.metrics; to evaluate, add test images in {' and '.join(str(d) for d in missing)} "
+              "(eval.metrics=[] drops this line)", file=sys.stderr)
+        return None
     src, tgt = test_split_dirs(cfg.data)
-    suite = build_metric_suite(e.metrics, tgt, src if e.fused_kid else None, cfg.paths.cache_dir, device,
-                               e.weights, e.feature_batch_size, e.extractor)
     dataset = ImageFolderDataset(src, channels=cfg.data.channels, max_dataset_size=e.num_images)
+    suite = build_metric_suite(e.metrics, tgt, src if e.fused_kid else None, cfg.paths.cache_dir, device,
+                               e.weights, e.feature_batch_size, e.extractor, progress=stderr_is_terminal(),
+                               fake_total=len(dataset))
     prepare = None
     if feedback is not None:  # the test-time placeholder map (all ones by default)
         prepare = lambda x, batch: feedback.test_input(x, None)  # noqa: E731
@@ -478,11 +501,15 @@ def run_test(cfg: DictConfig) -> Path:
     The keys are checked before the checkpoint is loaded, and the checkpoint, data and outputs before any image is
     written; each failure is one line naming the key or file. Without ``data.root`` an i2i checkpoint translates
     its own dataset's test split.
+
+    What an earlier ``i2i-test`` wrote into ``out_dir`` (``fake_B/``, ``real_A/``, ``index.html``, ``info.json``,
+    ``metrics.json``: engine/translate.py ``OUTPUTS``) is removed before writing, so metrics never count stale
+    images; other files there are kept. The gallery and ``info.json`` name the checkpoint, its step and epoch.
     """
     from i2i import schema
     from i2i.checks import check_output_dir, check_test_channels, output_errors, run_dataset
     from i2i.data.folder import ImageFolderDataset
-    from i2i.engine.translate import translate_dataset
+    from i2i.engine.translate import check_clearable, clear_outputs, translate_dataset
 
     schema.check(to_dict(OmegaConf.masked_copy(cfg, list(schema.TEST))), schema.TEST)  # ckpt: ??? when unset
     device = resolve_device(cfg.device)
@@ -508,30 +535,35 @@ def run_test(cfg: DictConfig) -> Path:
     else:
         out_dir = Path("results") / ckpt_path.stem
     check_output_dir(out_dir, "out_dir")
-    suite = None
+    suite, real, source = None, None, None
     if cfg.metrics:  # checked before translating: a missing reference or weights file fails first
         if cfg.metrics_real is not None:
-            real, source = Path(cfg.metrics_real), None
+            real = Path(cfg.metrics_real)
         elif data.kind == "folder":
             raise ConfigError("metrics need a reference folder: use data=<dataset> (its test split) or "
                               "metrics_real=<folder of target-domain images>")
         else:
             source, real = test_split_dirs(data)
-        suite = build_metric_suite(cfg.metrics, real, source if cfg.fused_kid else None, cfg.paths.cache_dir,
-                                   device, cfg.weights, extractor=cfg.extractor)
+        source = source if cfg.fused_kid else None
+        suite = build_metric_suite(cfg.metrics, real, source, cfg.paths.cache_dir, device, cfg.weights,
+                                   extractor=cfg.extractor)
+    check_clearable(out_dir, {"images to translate": src, "metrics reference": real, "fused-KID source": source,
+                              "checkpoint": ckpt_path})
     prepare = build_test_feedback(cfg, info, device)
+    about = {"checkpoint": info["path"], "source": info["source"], "step": info.get("step"),
+             "epoch": info.get("epoch"), "input_dir": str(src)}
     with output_errors(out_dir):
+        clear_outputs(out_dir)
         stems = translate_dataset(G.to(device), dataset, out_dir, device, batch_size=cfg.batch_size,
-                                  prepare=prepare)
-        (out_dir / "info.json").write_text(json.dumps({"checkpoint": info["path"], "source": info["source"],
-                                                      "input_dir": str(src), "n_images": len(stems)}, indent=2))
+                                  prepare=prepare, about=about)
+        (out_dir / "info.json").write_text(json.dumps({**about, "n_images": len(stems)}, indent=2))
     print(f"i2i: translated {len(stems)} images from {src}: {out_dir}/fake_B/ (gallery {out_dir / 'index.html'})",
           file=sys.stderr)
     if suite is not None:
-        from i2i.metrics import write_metrics_json
+        from i2i.metrics import list_images, write_metrics_json
 
-        try:
-            values = suite.compute(out_dir / "fake_B")
+        try:  # the files, not the folder: fresh translations are not worth a statistics-cache entry
+            values = suite.compute(list_images(out_dir / "fake_B"))
         except DataError:
             raise
         except ValueError as e:  # too few images for a metric: the translations are kept

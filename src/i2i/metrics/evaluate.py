@@ -4,6 +4,11 @@
 training loop can call :meth:`MetricSuite.compute` every N epochs; :func:`evaluate_folders` is the one-shot form and
 :func:`write_metrics_json` writes the result atomically. Protocols: see the docstrings of ``fid.py``, ``kid.py``,
 ``swd.py``, ``prdc.py`` and docs/metrics.md.
+
+Progress goes to stderr: one line per folder whose statistics are read from or written to the cache, a bar per
+feature pass and a bar over the metrics (metrics/progress.py). A metric computed on fewer images than its statistic
+needs (FID: fewer than the feature dimension; KID: fewer than ``kid_subset_size``) is warned about once and listed
+under ``warnings`` in :meth:`MetricSuite.meta`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from i2i.metrics.features import InceptionExtractor, iter_batches, list_images, 
 from i2i.metrics.fid import frechet_distance
 from i2i.metrics.kid import kid
 from i2i.metrics.prdc import precision_recall
+from i2i.metrics.progress import note, progress_bar
 from i2i.metrics.stats import FeatureStats, StreamingStats
 from i2i.metrics.swd import SWDDescriptors, swd_from_descriptors
 
@@ -45,12 +51,14 @@ class MetricSuite:
         seed: seed of KID subsets and SWD patches/directions.
         weights: FID Inception weights path (see ``inception.load_fid_inception``).
         use_cache: read/write the statistics cache for folders.
+        progress: show progress bars on stderr (the cache lines and warnings are printed either way).
+        fake_total: how many images a ``fake`` iterable yields (sizes the bar; folders are counted).
     """
 
     def __init__(self, metrics=("fid", "kid"), real_dir=None, extractor=None, cache_dir=None, device="auto",
                  source_dir=None, batch_size: int = 50, num_workers: int = 2, kid_subsets: int = 100,
                  kid_subset_size: int = 1000, swd_resolution: int = 256, pr_k: int = 3, seed: int = 0,
-                 weights=None, use_cache: bool = True):
+                 weights=None, use_cache: bool = True, progress: bool = True, fake_total: int | None = None):
         self.metrics = tuple(metrics)
         bad = [m for m in self.metrics if m not in METRICS]
         if bad or not self.metrics:
@@ -68,29 +76,49 @@ class MetricSuite:
             extractor = InceptionExtractor(weights=weights, device=self.device)
         self.extractor = extractor
         self.cache = StatsCache(cache_dir) if use_cache else None
+        self.progress, self.fake_total = progress, fake_total
+        self.warnings: list[str] = []  # each said once per suite (training evaluates many times)
         self._ref: dict[str, tuple] = {}  # "real"/"source" -> (FeatureStats | None, swd descriptors | None)
 
     # ---- scanning -------------------------------------------------------------------------------------------------
     def _needs(self):
         return bool(FEATURE_METRICS & set(self.metrics)), "swd" in self.metrics
 
-    def _scan(self, source, feats: bool, swd: bool):
-        """One pass over ``source``: ``(FeatureStats | None, SWD descriptors | None, number of images)``."""
+    def _scan(self, source, feats: bool, swd: bool, desc: str = "features", total: int | None = None):
+        """One pass over ``source``: ``(FeatureStats | None, SWD descriptors | None, number of images)``.
+
+        Args:
+            source: folder, paths or uint8 tensors (see :func:`~i2i.metrics.features.iter_batches`).
+            feats, swd: what to collect.
+            desc: the progress bar's label.
+            total: the number of images, when ``source`` has no length.
+        """
         st = StreamingStats(keep_features=True) if feats else None
         sw = SWDDescriptors(self.swd_resolution, seed=self.seed, device=self.device) if swd else None
         n = 0
-        for batch in iter_batches(source, self.batch_size, self.num_workers):
-            if st is not None:
-                st.update(self.extractor(batch).numpy())
-            if sw is not None:
-                sw.update(batch)
-            n += len(batch)
+        total = len(source) if isinstance(source, (list, tuple)) else total
+        with progress_bar(desc=desc, total=total, enabled=self.progress) as bar:
+            for batch in iter_batches(source, self.batch_size, self.num_workers):
+                if st is not None:
+                    st.update(self.extractor(batch).numpy())
+                if sw is not None:
+                    sw.update(batch)
+                n += len(batch)
+                bar.update(len(batch))
         if n == 0:
             raise ValueError("no images to evaluate; pass a non-empty folder or iterable of uint8 images.")
         return (st.result() if st else None), (sw.result() if sw else None), n
 
-    def folder_stats(self, folder, files=None, split: str | None = None) -> tuple[FeatureStats, bool]:
-        """Feature statistics of a folder through the cache: ``(stats, cache_hit)``."""
+    def folder_stats(self, folder, files=None, split: str | None = None, role: str = "reference"
+                     ) -> tuple[FeatureStats, bool]:
+        """Feature statistics of a folder through the cache: ``(stats, cache_hit)``; one line says which.
+
+        Args:
+            folder: the image folder.
+            files: its images (default: :func:`list_images`).
+            split: the cache's name for it (default: the folder's absolute path).
+            role: what the folder is, for the line (``reference``, ``source``, ``fake``).
+        """
         files = files if files is not None else list_images(folder)
         split = split or str(Path(folder).resolve())
         key = cache_key(split, self.extractor.protocol, self.extractor.name, self.extractor.weights_hash, files,
@@ -98,8 +126,13 @@ class MetricSuite:
         if self.cache is not None:
             hit = self.cache.load(split, key)
             if hit is not None:
+                note(f"{role} statistics for {folder} from cache {self.cache.path(split, key)}")
                 return hit, True
-        stats = self._scan(files, feats=True, swd=False)[0]
+            note(f"computing {role} statistics for {folder} ({len(files)} images; will be cached in "
+                 f"{self.cache.path(split, key)})")
+        else:
+            note(f"computing {role} statistics for {folder} ({len(files)} images; statistics cache off)")
+        stats = self._scan(files, feats=True, swd=False, desc=f"features {Path(folder).name}")[0]
         if self.cache is not None:  # a miss (absent or unusable entry): (re)write it
             self._store(split, key, stats)
         return stats, False
@@ -116,10 +149,40 @@ class MetricSuite:
         """Reference side ``name``: stats from the cache (or computed), SWD descriptors kept in memory."""
         if name not in self._ref:
             feats, _ = self._needs()
-            stats = self.folder_stats(folder, files)[0] if feats else None
-            desc = self._scan(files, feats=False, swd=True)[1] if swd else None
+            role = "reference" if name == "real" else name
+            stats = self.folder_stats(folder, files, role=role)[0] if feats else None
+            desc = self._scan(files, feats=False, swd=True, desc=f"SWD {folder.name}")[1] if swd else None
             self._ref[name] = (stats, desc)
         return self._ref[name]
+
+    def _fake_side(self, fake, fake_files: list[Path] | None, feats: bool, swd: bool):
+        """``(FeatureStats | None, SWD descriptors | None, n)`` of the fake images (a folder through the cache)."""
+        if fake_files is not None and feats:
+            fake_stats, _ = self.folder_stats(fake, fake_files, role="fake")
+            fake_desc = self._scan(fake_files, feats=False, swd=True, desc=f"SWD {Path(fake).name}")[1] if swd else None
+            return fake_stats, fake_desc, fake_stats.n
+        source = fake_files if fake_files is not None else fake
+        return self._scan(source, feats, swd, desc="features fake", total=self.fake_total)
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            warn(message)
+
+    def _warn_small(self, n_fake: int, n_real: int) -> None:
+        """Warn when a metric's image counts are too small for its statistic to be comparable across set sizes."""
+        n = min(n_fake, n_real)
+        dim = getattr(self.extractor, "dim", None)
+        if "fid" in self.metrics and dim and n < dim:
+            self._warn_once(f"FID from {n_fake} fake and {n_real} real images, fewer than the {dim} feature "
+                            "dimensions: the covariance is rank-deficient and FID depends on the image count — not "
+                            f"comparable to published FIDs or others computed on other image sets (use >= {dim} "
+                            "images per set, or compare only numbers from these same images)")
+        if "kid" in self.metrics and n < self.kid_subset_size:
+            self._warn_once(f"KID with subsets of {n} images, fewer than kid_subset_size={self.kid_subset_size} "
+                            f"({n_fake} fake, {n_real} real): not directly comparable to published KIDs from "
+                            f"subsets of {self.kid_subset_size} (the same expected value, a larger spread: its ± "
+                            "is larger)")
 
     # ---- metrics ------------------------------------------------------------------------------------------------
     def compute(self, fake) -> dict:
@@ -133,30 +196,35 @@ class MetricSuite:
         feats, swd = self._needs()
         fake_files = list_images(fake) if isinstance(fake, (str, os.PathLike)) else None  # fail before any work
         real, real_desc = self._side("real", self.real_dir, self.real_files, swd)
-        if fake_files is not None and feats:
-            fake_stats, _ = self.folder_stats(fake, fake_files)
-            fake_desc = self._scan(fake_files, feats=False, swd=True)[1] if swd else None
-            n_fake = fake_stats.n
-        else:
-            fake_stats, fake_desc, n_fake = self._scan(fake, feats, swd)
+        fake_stats, fake_desc, n_fake = self._fake_side(fake, fake_files, feats, swd)
         out = {"n_fake": n_fake, "n_real": len(self.real_files)}
-        if "fid" in self.metrics:
-            out["fid"] = frechet_distance(fake_stats.mu, fake_stats.sigma, real.mu, real.sigma)
-        if "kid" in self.metrics:
+        self._warn_small(n_fake, out["n_real"])
+        names = [m for m in METRICS if m in self.metrics]
+        with progress_bar(desc="metrics", total=len(names), unit="metric", enabled=self.progress) as bar:
+            for name in names:
+                bar.set_postfix_str(name)
+                out.update(self._metric(name, fake_stats, real, fake_desc, real_desc))
+                bar.update(1)
+        return out
+
+    def _metric(self, name: str, fake_stats, real, fake_desc, real_desc) -> dict:
+        """The values of one metric (see :meth:`compute`) from the collected features and descriptors."""
+        if name == "fid":
+            return {"fid": frechet_distance(fake_stats.mu, fake_stats.sigma, real.mu, real.sigma)}
+        if name == "kid":
             kw = dict(n_subsets=self.kid_subsets, subset_size=self.kid_subset_size, seed=self.seed)
-            out["kid"], out["kid_std"] = kid(fake_stats.features, real.features, **kw)
+            out = dict(zip(("kid", "kid_std"), kid(fake_stats.features, real.features, **kw)))
             if self.source_dir is not None:
                 src = self._side("source", self.source_dir, self.source_files, False)[0]
                 both = np.concatenate([real.features, src.features])
-                out["kid_fused"], out["kid_fused_std"] = kid(fake_stats.features, both, **kw)
+                out.update(zip(("kid_fused", "kid_fused_std"), kid(fake_stats.features, both, **kw)))
                 out["n_source"] = len(self.source_files)
-        if swd:
+            return out
+        if name == "swd":
             res = SWDDescriptors(self.swd_resolution).resolutions
-            out["swd"], out["swd_levels"] = swd_from_descriptors(real_desc, fake_desc, res, seed=self.seed,
-                                                                 device=self.device)
-        if "pr" in self.metrics:
-            out["precision"], out["recall"] = precision_recall(real.features, fake_stats.features, k=self.pr_k)
-        return out
+            return dict(zip(("swd", "swd_levels"), swd_from_descriptors(real_desc, fake_desc, res, seed=self.seed,
+                                                                          device=self.device)))
+        return dict(zip(("precision", "recall"), precision_recall(real.features, fake_stats.features, k=self.pr_k)))
 
     def _extractor_meta(self) -> dict:
         e = self.extractor
@@ -175,7 +243,8 @@ class MetricSuite:
                                                  "misses": self.cache.misses}
         return {**self._extractor_meta(), "metrics": list(self.metrics), "real_dir": str(self.real_dir),
                 "source_dir": str(self.source_dir) if self.source_dir else None, "device": str(self.device),
-                **{m: settings[m] for m in self.metrics}, "seed": self.seed, "cache": cache}
+                **{m: settings[m] for m in self.metrics}, "seed": self.seed, "cache": cache,
+                "warnings": list(self.warnings)}
 
 
 def evaluate_folders(fake_dir, real_dir, metrics=("fid", "kid"), extractor=None, device="auto", batch_size: int = 50,

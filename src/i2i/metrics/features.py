@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from i2i.data.errors import DataError
 from i2i.utils.images import to_uint8
 from i2i.metrics.inception import FIDInceptionV3, file_sha256, load_fid_inception, preprocess, resolve_weights
+from i2i.metrics.progress import progress_bar
 
 IMAGE_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 FID_PROTOCOL = ("pytorch-fid: PIL RGB uint8 -> float/255, F.interpolate bilinear 299x299 align_corners=False "
@@ -181,11 +182,22 @@ def make_extractor(kind: str = "inception", weights: str | None = None, device: 
     raise ValueError(f"extractor={kind!r}: unknown; use 'inception' (or 'mock' in tests).")
 
 
-def extract_features(source, extractor, batch_size: int = 50, num_workers: int = 2) -> np.ndarray:
-    """Run ``extractor`` over ``source`` (folder, paths or uint8 tensors) in batches -> float32 ``[N, D]``."""
+def extract_features(source, extractor, batch_size: int = 50, num_workers: int = 2,
+                     progress: bool = False) -> np.ndarray:
+    """Run ``extractor`` over ``source`` (folder, paths or uint8 tensors) in batches -> float32 ``[N, D]``.
+
+    ``progress`` shows a bar on stderr (counted in images; sized for a folder or a list of paths).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be >= 1.")
-    feats = [extractor(batch).numpy() for batch in iter_batches(source, batch_size, num_workers)]
+    if isinstance(source, (str, os.PathLike)):
+        source = list_images(source)
+    feats = []
+    total = len(source) if isinstance(source, (list, tuple)) else None
+    with progress_bar(desc="features", total=total, enabled=progress) as bar:
+        for batch in iter_batches(source, batch_size, num_workers):
+            feats.append(extractor(batch).numpy())
+            bar.update(len(batch))
     if not feats:
         raise ValueError("no images to extract features from; pass a non-empty folder or iterable.")
     return np.concatenate(feats).astype(np.float32)
