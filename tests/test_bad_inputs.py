@@ -209,6 +209,7 @@ BAD_VALUES = [
     ("method.lambda_nce=-1", "method.lambda_nce=-1: must be a number >= 0.0"),
     ("train.batch_size=64", "train.batch_size=64 x 1 process(es) is larger than the dataset (4 images)"),
     ("train.n_epochs=0 train.n_epochs_decay=0", "train.n_epochs=0, train.n_epochs_decay=0: nothing to train"),
+    ("data=unpaired", "data.root: Missing mandatory value"),  # root: ??? not given
 ]
 
 

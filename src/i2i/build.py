@@ -209,7 +209,7 @@ def check_config(cfg) -> None:
     from i2i import schema
 
     try:
-        values = to_dict(cfg)
+        values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:  # a mandatory value (???) not given, an interpolation that cannot resolve
         key = getattr(e, "full_key", None) or "config"
         raise ConfigError(f"{key}: {str(e).splitlines()[0]} — set {key}=<value> on the command line") from None
