@@ -230,6 +230,8 @@ def loop_config(cfg, device: torch.device) -> LoopConfig:
                       eval_every_epochs=(cfg.eval.every_epochs or 0) if cfg.eval.metrics else 0, amp=amp,
                       no_crop_after_epoch=cfg.data.get("no_crop_after_epoch"), on_nonfinite=t.on_nonfinite,
                       max_skip_fraction=t.get("max_skip_fraction", 0.5),
+                      epoch_snapshots=t.get("epoch_snapshots", "inference"),
+                      keep_last_epochs=t.get("keep_last_epochs"),
                       seed=cfg.seed, lr_g=o.lr_g, lr_d=o.lr_d, lr_f=o.lr_f, betas=tuple(o.betas), fused_adam=bool(fused),
                       tensorboard=t.tensorboard, **speed_levers(t, device))
 
@@ -388,6 +390,9 @@ def run_training(cfg: DictConfig) -> Trainer:
     command line that changes its training settings is refused (engine/rundir.py ``RESUME_MAY_CHANGE`` lists what
     may change) unless ``resume_allow_changes=true``, and ``.hydra/config.yaml`` keeps the original config.
     """
+    from i2i.engine.banner import print_banner
+    from i2i.engine.state import check_training_state
+
     check_config(cfg)
     env = distributed_env(cfg)
     run_dir = Path(cfg.run_dir)
@@ -400,6 +405,7 @@ def run_training(cfg: DictConfig) -> Trainer:
             if not is_checkpoint(state):
                 raise CheckpointError(f"{resume_from}: not an i2i training checkpoint — resume expects "
                                       "<run>/ckpt/last.pt")
+            check_training_state(state, resume_from)  # an inference-only epoch snapshot: one line
             changes = rundir.check_resume_config(state.get("cfg") or {}, to_dict(cfg), run_dir,
                                                  bool(cfg.get("resume_allow_changes", False)))
         trainer = build_trainer(cfg, run_dir)  # validates data and config before anything is written
@@ -407,6 +413,8 @@ def run_training(cfg: DictConfig) -> Trainer:
             trainer.resume(resume_from, state)
             if env.is_main:
                 print(f"i2i: resumed {resume_from} at step {trainer.step} (epoch {trainer.epoch})", file=sys.stderr)
+        if env.is_main:
+            print_banner(trainer, str(cfg.device))
         env.barrier()  # every rank has checked the run dir before rank 0 writes into it
         if env.is_main:
             if state is None:

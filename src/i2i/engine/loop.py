@@ -9,11 +9,15 @@ Per step (``method.update_order`` decides whether D or G goes first)::
 No host-device synchronisation happens inside a step: loss terms are accumulated on the device and read back
 every ``log_every`` steps. Learning rates and the data phase are pure functions of the epoch, so a resumed
 run continues with the same rates, optimizer moments, RNG streams and data order.
+
+Time spent outside the steps (evaluation, sample grids, checkpoint writes) is measured on the host, reported as
+``Timing/excluded_sec`` and left out of ``Timing/sec_per_iter`` and of the progress bar's rate and ETA.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -30,9 +34,11 @@ from i2i.engine.speed import apply_levers, step_begin
 from i2i.engine.distributed import convert_step
 from i2i.engine.signals import StopRequest, TrainingInterrupted
 from i2i.engine.state import FORMAT, atomic_torch_save, capture_rng, restore_rng, safe_load, CheckpointError
-from i2i.engine.state import config_diff, mismatch_line, remove_stale_temps
+from i2i.engine.state import check_training_state, config_diff, inference_state, mismatch_line
+from i2i.engine.state import prune_epoch_snapshots, remove_stale_temps
 from i2i.errors import ConfigError
 from i2i.losses.gan import GANLoss
+from i2i.utils.gallery import write_samples_index
 from i2i.utils.images import make_grid, save_image
 from i2i.utils.runlog import RunLogger
 
@@ -61,6 +67,8 @@ class LoopConfig:
     sample_every: int = 1000
     ckpt_every: int = 5000
     save_epoch_every: int = 5
+    epoch_snapshots: str = "inference"  # inference (what i2i-test / i2i export read) | full (resumable)
+    keep_last_epochs: int | None = None  # None: keep every epoch snapshot; N: only the newest N
     eval_every_epochs: int = 0
     amp: str = "none"
     no_crop_after_epoch: int | None = None
@@ -128,7 +136,8 @@ class Trainer:
         self.params_D = list(D.parameters()) + groups["D"]
         self.opt_G = torch.optim.Adam(self.params_G, lr=cfg.lr_g, betas=tuple(cfg.betas), **fused)
         self.opt_D = torch.optim.Adam(self.params_D, lr=cfg.lr_d, betas=tuple(cfg.betas), **fused)
-        self.opt_F = torch.optim.Adam(groups["F"], lr=cfg.lr_f, betas=tuple(cfg.betas), **fused) if groups["F"] else None
+        self.opt_F = (torch.optim.Adam(groups["F"], lr=cfg.lr_f, betas=tuple(cfg.betas), **fused) if groups["F"]
+                      else None)
         self.optimizers = {"opt_G": self.opt_G, "opt_D": self.opt_D}
         if self.opt_F is not None:
             self.optimizers["opt_F"] = self.opt_F
@@ -150,12 +159,20 @@ class Trainer:
         self._step_bad = torch.zeros((), device=device)
         self._skip_history: list[tuple[int, int]] = []  # on_nonfinite=skip: (step, skipped so far) at log steps
         self._last_ckpt: tuple[int, Path] | None = None  # (step, path) of the last ckpt/last.pt written
+        self._bar = None  # the tqdm bar while fit() runs
+        self._excluded = 0.0  # seconds spent outside training steps since the last log (evaluation, samples, ckpt)
+        self._untimed_depth = 0
 
     # ------------------------------------------------------------------ state
     @property
     def epoch(self) -> int:
         """Current 1-based epoch."""
         return self.step // self.steps_per_epoch + 1
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs this run reaches: the schedule's, or fewer with ``max_steps``."""
+        return max(math.ceil(self.total_steps / self.steps_per_epoch), 1)
 
     def state_dict(self) -> dict:
         state = {"format": FORMAT, "version": 1, "step": self.step, "epoch": self.epoch,
@@ -181,16 +198,20 @@ class Trainer:
         if self.comm is not None:
             self.comm.restore_rng(state, self.step)
 
-    def save(self, name: str = "last.pt") -> Path:
+    def save(self, name: str = "last.pt", full: bool = True) -> Path:
+        """Write ``ckpt/<name>``: the whole training state, or (``full=False``) what inference reads only.
+
+        Every rank calls it (collectives); rank 0 writes.
+        """
         path = self.run_dir / "ckpt" / name
-        rng_ranks = self.comm.gather_rng() if self.comm is not None else None  # collective
+        rng_ranks = self.comm.gather_rng() if self.comm is not None and full else None  # collective
         self._check_nonfinite_losses()  # raise mode: name the term and step, write nothing
         if self.is_main:
             self._check_finite_weights(path)
             state = self.state_dict()
             if rng_ranks is not None:
                 state["rng_ranks"] = rng_ranks
-            atomic_torch_save(state, path)
+            atomic_torch_save(state if full else inference_state(state), path)
         if name == "last.pt":
             self._last_ckpt = (self.step, path)
         return path
@@ -200,6 +221,7 @@ class Trainer:
         state = safe_load(path, map_location=self.device) if state is None else state
         if state.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not an i2i training checkpoint — resume expects <run>/ckpt/last.pt")
+        check_training_state(state, path)
         try:
             self.load_state_dict(state)
         except (RuntimeError, ValueError, KeyError) as e:  # shapes / keys / optimizer groups differ
@@ -306,10 +328,36 @@ class Trainer:
         with self._stop:
             self._fit()
 
+    def _bar_desc(self, epoch: int) -> str:
+        return f"{self.run_dir.name} ep {epoch}/{self.total_epochs}"
+
+    @contextlib.contextmanager
+    def _untimed(self):
+        """Leave the time spent inside out of ``Timing/sec_per_iter`` and the bar's rate and ETA.
+
+        The time is read on the host only (no device synchronisation) and added to ``Timing/excluded_sec``;
+        the bar's clock is moved forward by as much. Nested blocks count once.
+        """
+        self._untimed_depth += 1
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._untimed_depth -= 1
+            if self._untimed_depth == 0:
+                elapsed = time.perf_counter() - start
+                self._excluded += elapsed
+                bar = self._bar
+                if bar is not None and not bar.disable:
+                    bar.start_t += elapsed
+                    bar.last_print_t += elapsed
+
     def _fit(self) -> None:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, dynamic_ncols=True,
-                   desc=self.run_dir.name, mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs: few lines
-        self._t0, self._s0 = time.perf_counter(), self.step
+                   desc=self._bar_desc(self.epoch),
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs: few lines
+        self._bar = bar
+        self._t0, self._s0, self._excluded = time.perf_counter(), self.step, 0.0
         if self.cfg.on_nonfinite == "skip":
             self._skip_history = [(self.step, int(self._skipped))]
         out = batch = None
@@ -319,6 +367,7 @@ class Trainer:
             while self.step < self.total_steps:
                 epoch = self.epoch
                 self._set_epoch(epoch)
+                bar.set_description_str(self._bar_desc(epoch), refresh=False)
                 start = self.step % self.steps_per_epoch
                 for batch in self.build_loader(self.dataset, epoch, start):
                     batch = _to_device(batch, self.device)
@@ -334,6 +383,7 @@ class Trainer:
                     self._end_of_epoch(self.step // self.steps_per_epoch)
         finally:
             bar.close()
+            self._bar = None
         if self._count:
             self._log(bar)
         self.save("last.pt")
@@ -370,15 +420,27 @@ class Trainer:
         if c.log_every and self.step % c.log_every == 0:
             self._log(bar)
         if c.sample_every and self.step % c.sample_every == 0 and self.is_main:
-            self.write_samples(batch, out)
+            with self._untimed():
+                self.write_samples(batch, out)
         if c.ckpt_every and self.step % c.ckpt_every == 0:
-            self.save("last.pt")
+            with self._untimed():
+                self.save("last.pt")
 
     def _end_of_epoch(self, epoch: int) -> None:
         if self.cfg.save_epoch_every and epoch % self.cfg.save_epoch_every == 0:
-            self.save(f"epoch_{epoch:04d}.pt")
+            with self._untimed():
+                self.save_epoch_snapshot(epoch)
         if self.evaluate is not None and self.cfg.eval_every_epochs and epoch % self.cfg.eval_every_epochs == 0:
-            self.run_evaluation(epoch)
+            with self._untimed():
+                self.run_evaluation(epoch)
+
+    def save_epoch_snapshot(self, epoch: int) -> Path:
+        """``ckpt/epoch_XXXX.pt`` (``train.epoch_snapshots``: inference-only or full), then drop the snapshots
+        beyond the newest ``train.keep_last_epochs``."""
+        path = self.save(f"epoch_{epoch:04d}.pt", full=self.cfg.epoch_snapshots == "full")
+        if self.is_main:
+            prune_epoch_snapshots(path.parent, self.cfg.keep_last_epochs)
+        return path
 
     def run_evaluation(self, epoch: int) -> dict:
         """Evaluate, log to ``metrics.jsonl``, keep ``best_<metric>.pt`` (lower is better)."""
@@ -411,10 +473,11 @@ class Trainer:
             self._check_skips(warn=not any(b >= 0 for b in first_bad))
         now = time.perf_counter()
         steps = max(self.step - self._s0, 1)
-        sec_per_iter = (now - self._t0) / steps
+        sec_per_iter = max(now - self._t0 - self._excluded, 0.0) / steps  # training steps only
         values = {f"Loss/{n}": m for n, m in zip(names, means)}
         values.update({"Timing/sec_per_iter": sec_per_iter,
-                       "Timing/images_per_sec": self.cfg.batch_size * self.world_size / max(sec_per_iter, 1e-12)})
+                       "Timing/images_per_sec": self.cfg.batch_size * self.world_size / max(sec_per_iter, 1e-12),
+                       "Timing/excluded_sec": self._excluded})
         for name, opt in self.optimizers.items():
             values[f"LR/{name[4:]}"] = opt.param_groups[0]["lr"]
         if self.cfg.on_nonfinite == "skip":
@@ -422,7 +485,7 @@ class Trainer:
         self.logger.scalars(self.step, values, {"epoch": self.epoch})
         bar.set_postfix({n: f"{m:.3g}" for n, m in zip(names, means)}, refresh=False)
         self._sums, self._first_bad, self._count = {}, {}, 0
-        self._t0, self._s0 = now, self.step
+        self._t0, self._s0, self._excluded = now, self.step, 0.0
 
     def _check_skips(self, warn: bool) -> None:
         """``on_nonfinite=skip``, at a log step: warn about steps skipped since the last log (``warn``: when no loss
@@ -469,9 +532,15 @@ class Trainer:
                        f"({int(self._skipped)} step(s) skipped so far)", file=sys.stderr)
 
     def write_samples(self, batch: dict, out: dict) -> None:
-        """Save the sample grid (columns from ``method.visuals``) as PNG and to TensorBoard."""
-        grid = make_grid(self.method.visuals(batch, out))
-        save_image(grid, self.run_dir / "samples" / f"step_{self.step:08d}.png")
+        """Save the sample grid (columns from ``method.visuals``, labelled with their names) as PNG and to
+        TensorBoard, and rewrite ``samples/index.html`` (every grid, newest first)."""
+        grid = make_grid(self.method.visuals(batch, out), labels=True)  # [3, band + rows*H, cols*W]
+        samples = self.run_dir / "samples"
+        save_image(grid, samples / f"step_{self.step:08d}.png")
+        ckpt = None
+        if self._last_ckpt is not None:
+            ckpt = (self._last_ckpt[0], f"ckpt/{self._last_ckpt[1].name}")
+        write_samples_index(samples, self.run_dir.name, ckpt)
         self.logger.image("samples", grid, self.step)
         self.logger.flush()
 

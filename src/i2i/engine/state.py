@@ -1,7 +1,10 @@
 """Checkpoints: the whole training state, written atomically, read without unpickling code.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (``format: i2i-checkpoint``):
-every network, optimizer, step, epoch, RNG states, best metrics and the resolved config. It is written to a
+every network, optimizer, step, epoch, RNG states, best metrics and the resolved config (``last.pt``,
+``best_<metric>.pt``). Epoch snapshots (``epoch_XXXX.pt``) keep, by default, only what inference reads
+(:func:`inference_state`): a fraction of the size, enough for ``i2i-test`` and ``i2i export``, not for a resume.
+It is written to a
 temporary file in the same directory, fsynced and renamed over the target, so a crash at any moment leaves
 the previous file intact. It is read with ``torch.load(weights_only=True)``: a file carrying a pickled
 object (code) is refused.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 
@@ -19,6 +23,16 @@ import numpy as np
 import torch
 
 FORMAT = "i2i-checkpoint"
+
+#: top-level keys of an inference-only snapshot: what ``build.load_generator`` reads (``i2i-test``, ``i2i export``)
+INFERENCE_KEYS = ("format", "step", "epoch", "G", "cfg")
+#: keys of the method state that feedback inference reads (``build.build_test_feedback``): the transfer block and
+#: its cache, and CycleGAN's domain-A discriminator (the ``discriminator`` test placeholder)
+FEEDBACK_PREFIXES = ("feedback.", "D_A.")
+#: keys only a full training state holds; a resume needs every one
+TRAINING_KEYS = ("D", "method", "opt_G", "opt_D", "rng")
+#: ``ckpt/epoch_XXXX.pt``
+_EPOCH_SNAPSHOT = re.compile(r"epoch_(\d+)\.pt")
 
 
 class CheckpointError(RuntimeError):
@@ -223,6 +237,56 @@ def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def inference_state(state: dict) -> dict:
+    """What inference needs of a full training state: generator weights, config, step and epoch.
+
+    A feedback run also keeps the method state's ``feedback.*`` and ``D_A.*`` entries and, when there is no
+    ``D_A`` (one-sided methods), ``D``: the test-time placeholder map may come from the discriminator.
+
+    Args:
+        state: a full state (:meth:`i2i.engine.loop.Trainer.state_dict`).
+
+    Returns:
+        A new dict with the keys :data:`INFERENCE_KEYS` (plus ``method`` and maybe ``D`` for feedback runs); the
+        tensors are shared with ``state``.
+    """
+    out = {key: state[key] for key in INFERENCE_KEYS}
+    method = state.get("method") or {}
+    if any(k.startswith("feedback.") for k in method):
+        out["method"] = {k: v for k, v in method.items() if k.startswith(FEEDBACK_PREFIXES)}
+        if not any(k.startswith("D_A.") for k in out["method"]):
+            out["D"] = state["D"]
+    return out
+
+
+def check_training_state(state: dict, path: str | Path) -> None:
+    """Raise one :class:`CheckpointError` line when ``state`` lacks what a resume needs (an inference snapshot)."""
+    if all(key in state for key in TRAINING_KEYS):
+        return
+    raise CheckpointError(f"{path}: an inference-only snapshot (generator weights, no optimizer or RNG state) holds "
+                          "no training state — resume from <run>/ckpt/last.pt (resume=auto) or from an epoch "
+                          "snapshot written with train.epoch_snapshots=full")
+
+
+def prune_epoch_snapshots(directory: str | Path, keep: int | None) -> list[Path]:
+    """Delete all but the newest ``keep`` ``epoch_XXXX.pt`` files of ``directory`` (``None``: keep all).
+
+    Only epoch snapshots are touched (never ``last.pt`` or ``best_*.pt``); newest means the highest epoch number.
+
+    Returns:
+        The files deleted, oldest first.
+    """
+    directory = Path(directory)
+    if keep is None or not directory.is_dir():
+        return []
+    snapshots = sorted((int(m.group(1)), p) for p in directory.iterdir()
+                       if (m := _EPOCH_SNAPSHOT.fullmatch(p.name)) and p.is_file())
+    old = [p for _, p in snapshots[:max(len(snapshots) - keep, 0)]]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return old
 
 
 def is_checkpoint(obj) -> bool:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+
+#: pixels left of and above each column label
+_LABEL_PAD = 2
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -38,11 +43,41 @@ def to_rgb(x: torch.Tensor) -> torch.Tensor:
     return x[:, :3]
 
 
-def make_grid(columns: dict[str, torch.Tensor], max_rows: int = 4) -> torch.Tensor:
-    """Images side by side: one column per entry (e.g. real_A | fake_B | real_B | idt_B), one row per sample.
+@functools.lru_cache(maxsize=1)
+def _label_font():
+    """PIL's built-in default font (shipped with Pillow: nothing is downloaded)."""
+    return ImageFont.load_default()
+
+
+def label_band(names: list[str], width: int) -> torch.Tensor:
+    """White column names on a black band, one ``width``-pixel cell per name (text longer than a cell is clipped).
 
     Returns:
-        [3, rows*H, cols*W] in [-1, 1]. Columns of other sizes (e.g. heatmaps) are resized to the first.
+        [3, band_h, len(names)*width] in [-1, 1]; ``band_h`` fits one line of the default font.
+    """
+    font = _label_font()
+    left, top, right, bottom = font.getbbox("Ag_|")
+    band_h = bottom + 2 * _LABEL_PAD
+    band = Image.new("RGB", (len(names) * width, band_h), (0, 0, 0))
+    for i, name in enumerate(names):
+        cell = Image.new("RGB", (width, band_h), (0, 0, 0))  # drawing into the cell clips the text to it
+        ImageDraw.Draw(cell).text((_LABEL_PAD, _LABEL_PAD), name, fill=(255, 255, 255), font=font)
+        band.paste(cell, (i * width, 0))
+    arr = torch.from_numpy(np.asarray(band).copy()).permute(2, 0, 1).float()  # [3, band_h, cols*W] in 0..255
+    return arr / 127.5 - 1
+
+
+def make_grid(columns: dict[str, torch.Tensor], max_rows: int = 4, labels: bool = False) -> torch.Tensor:
+    """Images side by side: one column per entry (e.g. real_A | fake_B | real_B | idt_B), one row per sample.
+
+    Args:
+        columns: name -> [B, C, h, w] images in [-1, 1].
+        max_rows: at most this many samples (rows).
+        labels: draw each column's name on a band above it (:func:`label_band`).
+
+    Returns:
+        [3, band_h + rows*H, cols*W] in [-1, 1] (``band_h`` = 0 without labels). Columns of other sizes (e.g.
+        heatmaps) are resized to the first.
     """
     first = next(iter(columns.values()))
     h, w = first.shape[-2:]
@@ -52,7 +87,9 @@ def make_grid(columns: dict[str, torch.Tensor], max_rows: int = 4) -> torch.Tens
         if x.shape[-2:] != (h, w):
             x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         cols.append(x.cpu())
-    rows = [torch.cat([c[i] for c in cols], dim=2) for i in range(cols[0].shape[0])]
+    rows = [torch.cat([c[i] for c in cols], dim=2) for i in range(cols[0].shape[0])]  # each [3, H, cols*W]
+    if labels:
+        rows.insert(0, label_band(list(columns), w))
     return torch.cat(rows, dim=1)
 
 
