@@ -28,7 +28,8 @@ RESUME_MAY_CHANGE = ("resume", "resume_allow_changes", "device", "name", "run_di
                      "train.log_every", "train.sample_every", "train.ckpt_every", "train.save_epoch_every",
                      "train.num_workers", "train.prefetch_factor", "train.tensorboard", "train.compile",
                      "train.channels_last", "train.cuda_graphs", "train.group_layers", "train.on_nonfinite",
-                     "train.max_skip_fraction", "eval.every_epochs", "eval.feature_batch_size")
+                     "train.max_skip_fraction", "train.epoch_snapshots", "train.keep_last_epochs", "eval.every_epochs",
+                     "eval.feature_batch_size")
 
 HISTORY = Path(".hydra") / "resume_history.jsonl"
 

@@ -1,4 +1,4 @@
-"""Speed levers of the training step (issue 7; measured by ``scripts/benchmark.py``, docs/benchmarks.md).
+"""Speed levers of the training step (measured by ``scripts/benchmark.py``, docs/benchmarks.md).
 
 Each lever is a ``train.*`` key, applied once to the built networks by :func:`apply_levers`:
 
