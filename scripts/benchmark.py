@@ -38,16 +38,15 @@ METHODS = {"cut": "cut_horse2zebra", "fastcut": "fastcut_horse2zebra", "qsattn_g
            "cyclegan_feedback": "cyclegan_feedback_horse2zebra"}
 _OFF = ["train.channels_last=false", "train.compile=none", "train.cuda_graphs=false"]
 #: mode -> overrides; fp32-eager is the baseline (no levers at all)
-MODES = {"fp32-eager": ["train.amp=none", "optim.fused=false", "train.group_layers=false"] + _OFF,
-         "bf16": ["train.amp=bf16", "train.group_layers=true"] + _OFF,
-         "bf16-nhwc": ["train.amp=bf16", "train.group_layers=true", "train.channels_last=true",
-                       "train.compile=none", "train.cuda_graphs=false"],
-         "bf16-compile": ["train.amp=bf16", "train.group_layers=true", "train.channels_last=false",
-                          "train.compile=default", "train.cuda_graphs=false"],
-         "bf16-graphs": ["train.amp=bf16", "train.group_layers=true", "train.channels_last=false",
-                         "train.compile=default", "train.cuda_graphs=true"],
-         "bf16-max": ["train.amp=bf16", "train.group_layers=true", "train.channels_last=false",
-                      "train.compile=max-autotune", "train.cuda_graphs=true"]}
+MODES = {"fp32-eager": ["train.amp=none", "optim.fused=false"] + _OFF,
+         "bf16": ["train.amp=bf16"] + _OFF,
+         "bf16-nhwc": ["train.amp=bf16", "train.channels_last=true", "train.compile=none", "train.cuda_graphs=false"],
+         "bf16-compile": ["train.amp=bf16", "train.channels_last=false", "train.compile=default",
+                          "train.cuda_graphs=false"],
+         "bf16-graphs": ["train.amp=bf16", "train.channels_last=false", "train.compile=default",
+                         "train.cuda_graphs=true"],
+         "bf16-max": ["train.amp=bf16", "train.channels_last=false", "train.compile=max-autotune",
+                      "train.cuda_graphs=true"]}
 CUDA_ONLY = {"bf16-graphs", "bf16-max"}
 COLUMNS = ["method", "mode", "batch", "s_per_iter", "images_per_s", "peak_mem_GB", "GFLOP_per_iter",
            "TFLOP_per_s", "syncs_per_step", "note"]
@@ -60,9 +59,6 @@ class StandIn:
         return 10**6
 
     def set_epoch(self, epoch: int) -> None:
-        pass
-
-    def set_no_crop(self, flag: bool) -> None:
         pass
 
 
@@ -288,7 +284,7 @@ def run_extras(args, device: torch.device) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    csv = lambda s: [x for x in s.split(",") if x]  # noqa: E731
+    csv = lambda s: [x for x in s.split(",") if x]
     p.add_argument("--methods", type=csv, default=list(METHODS), help=f"comma list of {', '.join(METHODS)}")
     p.add_argument("--modes", type=csv, default=None, help=f"comma list of {', '.join(MODES)} "
                    "(default: all on CUDA, fp32-eager,bf16 on CPU)")
@@ -313,7 +309,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.modes is None:
-        cuda = torch.cuda.is_available() and args.device in ("auto", "cuda") or args.device.startswith("cuda")
+        cuda = (torch.cuda.is_available() and args.device in ("auto", "cuda")) or args.device.startswith("cuda")
         args.modes = list(MODES) if cuda else ["fp32-eager", "bf16"]
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:

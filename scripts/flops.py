@@ -96,7 +96,7 @@ def mat_calls(model: nn.Module, shape: Sequence[int], **forward_kwargs) -> list[
     for name, mod in meta.named_modules():
         if isinstance(mod, kinds):
             trained = isinstance(getattr(mod, "weight", None), nn.Parameter)
-            hook = lambda m, i, o, n=name, t=trained: calls.append(MatCall(n, _call_flops(m, i[0], o), t))  # noqa: E731
+            hook = lambda m, i, o, n=name, t=trained: calls.append(MatCall(n, _call_flops(m, i[0], o), t))
             hooks.append(mod.register_forward_hook(hook))
     with torch.no_grad():
         meta(torch.empty(*shape, device="meta"), **forward_kwargs)

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 
-
 def attention_memory_bytes(batch: int, size: int = 256, chunked: bool = True, attention: str = "global",
                            num_patches: int = 256, chunk_size: int = 512, channels: int = 256, window: int = 7,
                            num_attn_layers: int = 2, nce_idt: bool = True, dtype_bytes: int = 4) -> dict[str, int]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +36,7 @@ def table(stdout: str) -> list[dict[str, str]]:
     return rows
 
 
+@pytest.mark.slow  # a subprocess or a long run
 def test_benchmark_prints_the_table_for_each_method_and_mode(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(SCRIPT), "--size", "32", "--ngf", "4", "--iters", "3", "--warmup", "1", "--methods",
@@ -58,9 +60,9 @@ def test_benchmark_prints_the_table_for_each_method_and_mode(tmp_path):
     assert data["env"]["torch"] == torch.__version__ and data["env"]["date"]
     cut = next(r for r in data["rows"] if r["method"] == "cut")
     # the FLOP column is the count of a real (meta-device) step: equal to the analytic CUT count
+    from flops import cut_step_flops  # scripts/, on sys.path above
     from i2i.models.discriminators import PatchGAN
     from i2i.models.generators import ResnetGenerator
-    from flops import cut_step_flops  # scripts/, on sys.path above
 
     analytic = cut_step_flops(ResnetGenerator(ngf=4), PatchGAN(ndf=4), 32, 1, [0, 4, 8, 12, 16])["total"]
     assert abs(cut["GFLOP_per_iter"] * 1e9 - analytic) < 1e-6 * analytic

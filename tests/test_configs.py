@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from conftest import experiments
-from i2i.build import (build_discriminator, build_feedback, build_generator, build_method, generator_input_nc,
-                       instantiate, loop_config)
+from i2i.build import (
+    build_discriminator,
+    build_feedback,
+    build_generator,
+    build_method,
+    generator_input_nc,
+    instantiate,
+    loop_config,
+)
 from i2i.losses.gan import GANLoss
 
 
@@ -17,8 +24,8 @@ def test_experiment_composes_and_instantiates_at_full_size(compose, experiment):
     cfg = compose(f"experiment={experiment}")
     G = build_generator(cfg.generator, input_nc=generator_input_nc(cfg))
     D = build_discriminator(cfg.discriminator)
-    method = build_method(cfg, G)
-    assert isinstance(instantiate(cfg.gan_loss), GANLoss)
+    method = build_method(cfg, G, D)
+    assert isinstance(instantiate(cfg.gan_loss, "gan_loss"), GANLoss)
     build_feedback(cfg)
     loop_config(cfg, torch.device("cpu"))
     assert cfg.name == experiment

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.integration,
 
 
 def test_cut_trains_two_steps_on_real_horse2zebra(compose):
-    from i2i.build import run_training
+    from i2i.cli.train import run_training
 
     cfg = compose("experiment=cut_horse2zebra", f"data.root={SHARED_H2Z}", "device=cpu", "train.max_steps=2",
                   "train.num_workers=0", "train.log_every=1", "train.sample_every=2", "train.tensorboard=false",

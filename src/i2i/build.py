@@ -1,57 +1,30 @@
-"""From a composed config to plain Python objects — the only module below the CLI that imports Hydra/OmegaConf.
+"""The composition root: from a composed config to plain Python objects — the only module below the CLI that
+imports Hydra/OmegaConf.
 
-Runtime facts the YAML cannot know are passed here: the channels of the generator layers a method uses (so
-projection heads are built eagerly), the device, the run directory.
+Every component is a ``_target_`` node built by Hydra's ``instantiate``; the method receives the run's networks
+and derives its own shapes (:meth:`i2i.methods.base.Method.create`). What to do with the objects (the run policy
+of ``train``, the inference of ``i2i-test``) lives in the CLI modules.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
 import random
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from i2i.compat.published import infer_generator_kwargs, strip_module_prefix
 from i2i.data.errors import DataError
-from i2i.engine import distributed, rundir
-from i2i.engine.loop import LoopConfig, NonFiniteLossError, Trainer
+from i2i.engine import distributed
+from i2i.engine.loop import LoopConfig, Trainer
 from i2i.engine.state import CheckpointError, is_checkpoint, mismatch_line, safe_load
-from i2i.errors import ConfigError, RunDirError
-from i2i.models.layers import init_weights
-
-
-
-#: errors caused by the user's input: the CLI prints their one-line message instead of a traceback
-USER_ERRORS = (DataError, CheckpointError, NonFiniteLossError, ConfigError, RunDirError)
-
-#: OSError numbers that mean "this directory cannot be written" (no permission, full disk or quota, read-only)
-_DISK_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR}
-
-
-@contextlib.contextmanager
-def disk_errors(run_dir: Path):
-    """Turn an OSError of a full or unwritable run directory into one :class:`RunDirError` line."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno not in _DISK_ERRNOS:
-            raise
-        raise RunDirError(f"{e.filename or run_dir}: cannot write ({e.strerror}) — free disk space or fix the "
-                          f"permissions of {run_dir} (or choose another paths.checkpoints_dir), then continue with "
-                          "resume=auto; the last complete checkpoint is kept") from None
-
-#: samplers selectable with ``method.sampler=<name>``
-SAMPLERS = {"random": "i2i.samplers.random.RandomSampler", "dag": "i2i.samplers.dag.DAGSampler"}
-
-#: keys of a component config that are not constructor arguments
-_META_KEYS = ("name", "init_type", "init_gain", "sampler", "sampler_options")
+from i2i.errors import ConfigError
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -60,14 +33,27 @@ def to_dict(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
-def instantiate(node, drop: tuple[str, ...] = _META_KEYS, **extra):
-    """Instantiate ``node['_target_']`` with the node's keys (minus ``drop``) and ``extra`` keyword arguments."""
-    kwargs = to_dict(node)
-    target = kwargs.pop("_target_")
-    for key in drop:
-        kwargs.pop(key, None)
-    kwargs.update(extra)
-    return get_class(target)(**kwargs)
+def instantiate(node, key: str, **kwargs):
+    """``hydra.utils.instantiate(node, **kwargs)`` (lists and dicts as plain Python); a constructor's refusal is one
+    :class:`ConfigError` line naming the config group ``key``."""
+    try:
+        return hydra_instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = _innermost(e)
+        if isinstance(cause, (DataError, ConfigError)):  # already one line naming the file or key
+            raise cause from None
+        raise ConfigError(f"{key}: {_instantiation_cause(e)}") from None
+
+
+def _innermost(e: BaseException) -> BaseException:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def _instantiation_cause(e: Exception) -> str:
+    """The innermost message of a Hydra instantiation error (the one naming the bad argument)."""
+    return str(_innermost(e)).splitlines()[0]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,29 +73,14 @@ def seed_everything(seed: int) -> None:
 
 
 def build_generator(gcfg, input_nc: int | None = None) -> torch.nn.Module:
-    """ResnetGenerator from ``generator`` config, initialised as published (xavier, gain 0.02)."""
+    """The generator of a ``generator`` config (initialised by its ``init_type``/``init_gain``, published xavier)."""
     extra = {"input_nc": input_nc} if input_nc is not None else {}
-    G = instantiate(gcfg, **extra)
-    return init_weights(G, gcfg.get("init_type", "xavier"), gcfg.get("init_gain", 0.02))
+    return instantiate(gcfg, "generator", **extra)
 
 
 def build_discriminator(dcfg) -> torch.nn.Module:
-    D = instantiate(dcfg)
-    return init_weights(D, dcfg.get("init_type", "xavier"), dcfg.get("init_gain", 0.02))
-
-
-def build_sampler(mcfg):
-    name = mcfg.get("sampler", "random")
-    if name not in SAMPLERS:
-        raise ConfigError(f"method.sampler={name!r} is not known: use one of {', '.join(SAMPLERS)}")
-    options = to_dict(mcfg.get("sampler_options") or {})
-    try:
-        return get_class(SAMPLERS[name])(**options)
-    except TypeError as e:
-        raise ConfigError(f"method.sampler_options={options} do not fit method.sampler={name} ({e}): set "
-                          "method.sampler_options=null or options that sampler takes") from None
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    """The discriminator of a ``discriminator`` config (returns :class:`~i2i.models.discriminators.DOutput`)."""
+    return instantiate(dcfg, "discriminator")
 
 
 def feedback_enabled(cfg) -> bool:
@@ -129,8 +100,10 @@ def check_feedback(cfg) -> None:
     """Feedback needs a discriminator that returns an attention map; say which keys to fix, before any work."""
     if not feedback_enabled(cfg):
         return
+    from i2i.models.discriminators import Discriminator
+
     cls = get_class(cfg.discriminator._target_)
-    if not getattr(cls, "returns_attention", False):
+    if not (issubclass(cls, Discriminator) and cls.returns_attention):
         raise ConfigError(f"feedback={cfg.feedback.get('name')} needs an attention discriminator but "
                           f"discriminator._target_={cfg.discriminator._target_} returns no map: use discriminator=pha "
                           "or discriminator=tam (or feedback=none)")
@@ -140,68 +113,53 @@ def build_feedback(cfg):
     """The :class:`~i2i.methods.feedback.Feedback` module from ``cfg.feedback`` (None when disabled)."""
     if not feedback_enabled(cfg):
         return None
+    return instantiate(cfg.feedback, "feedback")
+
+
+def build_method(cfg, G: torch.nn.Module, D: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The method from ``cfg.method`` through :meth:`Method.create <i2i.methods.base.Method.create>`.
+
+    Hydra instantiates the node partially (nested ``_target_`` nodes such as the sampler become objects); the
+    method's ``create`` receives the run's networks (:class:`~i2i.methods.base.Parts`) and derives what it needs.
+    """
+    from i2i.methods.base import DataSpec, Parts
+
+    input_nc = generator_input_nc(cfg)
+    parts = Parts(G=G, D=D, data=DataSpec(channels=int(cfg.data.channels), crop_size=int(cfg.data.crop_size)),
+                  new_generator=lambda: build_generator(cfg.generator, input_nc=input_nc),
+                  new_discriminator=lambda: build_discriminator(cfg.discriminator),
+                  init_type=cfg.generator.get("init_type", "xavier"), init_gain=cfg.generator.get("init_gain", 0.02))
     try:
-        return instantiate(cfg.feedback, drop=("name", "attention"))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"feedback: {e}") from None
+        factory = hydra_instantiate(cfg.method, _partial_=True, _convert_="all")
+        return factory.func.create(parts, *factory.args, **factory.keywords)
+    except InstantiationException as e:  # a nested node (the sampler) refused its options
+        raise ConfigError(f"method ({cfg.method.get('name')}): {_instantiation_cause(e)}") from None
+    except (ValueError, TypeError) as e:  # the methods name the offending key in their message
+        message = str(e) if str(e).startswith("method.") else f"method ({cfg.method.get('name')}): {e}"
+        raise ConfigError(message) from None
 
 
-def build_method(cfg, G) -> torch.nn.Module:
-    """The method, given the generator (its feature channels size the projection heads)."""
-    mcfg = cfg.method
-    extra = {"sampler": build_sampler(mcfg)} if "sampler" in mcfg else {}
-    if getattr(get_class(mcfg._target_), "two_sided", False):  # CycleGAN: a second G (B->A) and D (domain A)
-        extra["G_BA"] = build_generator(cfg.generator, input_nc=generator_input_nc(cfg))
-        extra["D_A"] = build_discriminator(cfg.discriminator)
-    if "nce_layers" in mcfg:
-        layers = list(mcfg.nce_layers)
-        try:
-            extra["feature_channels"] = G.feature_channels(layers)
-        except ValueError as e:
-            raise ConfigError(f"method.nce_layers={layers}: {e}") from None
-    if "pairs" in mcfg:  # EnCo: (encoder, decoder) layer pairs of equal shape
-        from i2i.methods.enco import pair_channels
+def is_unpaired(dcfg) -> bool:
+    """Whether a ``data`` config is a two-domain dataset (its ``_target_`` an UnpairedDataset), not a folder."""
+    from i2i.data.unaligned import UnpairedDataset
 
-        pairs = [[int(i) for i in p] for p in mcfg.pairs]
-        try:
-            extra["feature_channels"] = pair_channels(G, pairs, cfg.data.crop_size)
-        except ValueError as e:
-            raise ConfigError(f"method.pairs={pairs}: {e} — set method.pairs to same-shape pairs") from None
-    ignored = ("ignore_keys", *(mcfg.get("ignore_keys") or ()))  # keys other methods' presets set (debug=smoke)
+    target = dcfg.get("_target_")
     try:
-        return instantiate(mcfg, drop=_META_KEYS + ignored, init_type=cfg.generator.get("init_type", "xavier"),
-                           init_gain=cfg.generator.get("init_gain", 0.02), **extra)
-    except ValueError as e:  # the methods name the offending key in their message
-        raise ConfigError(f"method ({mcfg.get('name')}): {e}") from None
+        return target is not None and issubclass(get_class(target), UnpairedDataset)
+    except (ImportError, ValueError, TypeError):
+        raise ConfigError(f"data._target_={target}: no such dataset class — use a data= preset "
+                          "(data=unpaired data.root=<dir>)") from None
 
 
 def build_dataset(dcfg, seed: int, phase: str = "train"):
-    """UnpairedDataset for ``data`` (the synthetic domains are generated on first use)."""
-    from i2i.data.unaligned import UnpairedDataset
-
-    if dcfg.get("kind") != "unpaired":
+    """The training dataset of ``data`` (the synthetic domains are generated on first use)."""
+    if not is_unpaired(dcfg):
         raise ConfigError(f"data={dcfg.get('name')} is a single folder: training needs an unpaired dataset "
                           "(data=horse2zebra, data=synthetic, ... with data.root=<dir with trainA/trainB>)")
-    if "synthetic" in dcfg:
-        from i2i.data.synthetic import make_synthetic_dataset
-
-        s = dcfg.synthetic
-        make_synthetic_dataset(dcfg.root, seed=s.seed, size=s.size, n_train=s.n_train, n_test=s.n_test)
-    return UnpairedDataset(root=dcfg.root, phase=phase, direction=dcfg.direction, channels=dcfg.channels,
-                           load_size=dcfg.load_size, crop_size=dcfg.crop_size, preprocess=dcfg.preprocess,
-                           flip=dcfg.flip, serial_batches=dcfg.serial_batches, max_dataset_size=dcfg.max_dataset_size,
-                           seed=seed, on_error=dcfg.get("on_error", "raise"))
+    return instantiate(dcfg, "data", seed=seed, phase=phase)
 
 
 # ---------------------------------------------------------------------------------------------- training
-def write_run_config(cfg, run_dir: Path) -> None:
-    """Resolved config and command-line overrides into ``<run>/.hydra/`` (Hydra itself writes nothing)."""
-    hydra_dir = run_dir / ".hydra"
-    hydra_dir.mkdir(parents=True, exist_ok=True)
-    (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(command_overrides())))
-
-
 def check_config(cfg) -> None:
     """Every key's type and range (i2i/schema.py), and what needs two keys, before any work: one line naming the key."""
     from omegaconf.errors import OmegaConfBaseException
@@ -228,11 +186,11 @@ def loop_config(cfg, device: torch.device) -> LoopConfig:
                       batch_size=t.batch_size, max_steps=t.max_steps, num_workers=t.num_workers, log_every=t.log_every,
                       sample_every=t.sample_every, ckpt_every=t.ckpt_every, save_epoch_every=t.save_epoch_every,
                       eval_every_epochs=(cfg.eval.every_epochs or 0) if cfg.eval.metrics else 0, amp=amp,
-                      no_crop_after_epoch=cfg.data.get("no_crop_after_epoch"), on_nonfinite=t.on_nonfinite,
+                      on_nonfinite=t.on_nonfinite,
                       max_skip_fraction=t.get("max_skip_fraction", 0.5),
                       epoch_snapshots=t.get("epoch_snapshots", "inference"),
                       keep_last_epochs=t.get("keep_last_epochs"),
-                      seed=cfg.seed, lr_g=o.lr_g, lr_d=o.lr_d, lr_f=o.lr_f, betas=tuple(o.betas), fused_adam=bool(fused),
+                      seed=cfg.seed, lr_g=o.lr_g, lr_d=o.lr_d, lr_f=o.lr_f, fused_adam=bool(fused),
                       tensorboard=t.tensorboard, **speed_levers(t, device))
 
 
@@ -240,7 +198,6 @@ def speed_levers(t, device: torch.device) -> dict:
     """The ``train.*`` speed keys (engine/speed.py, docs/benchmarks.md) as LoopConfig fields."""
     from i2i.engine.speed import compile_mode
 
-    group = t.get("group_layers", False)
     try:
         compile_mode(t.get("compile", "none"), bool(t.get("cuda_graphs", False)))
     except ValueError as e:
@@ -248,14 +205,14 @@ def speed_levers(t, device: torch.device) -> dict:
     if t.get("cuda_graphs", False) and device.type != "cuda":
         raise ConfigError(f"train.cuda_graphs=true needs a CUDA device (device={device}): set train.cuda_graphs=false")
     return {"channels_last": bool(t.get("channels_last", False)), "compile": t.get("compile", "none"),
-            "cuda_graphs": bool(t.get("cuda_graphs", False)), "prefetch_factor": t.get("prefetch_factor"),
-            "group_layers": device.type == "cuda" if group == "auto" else bool(group)}
+            "cuda_graphs": bool(t.get("cuda_graphs", False)), "prefetch_factor": t.get("prefetch_factor")}
 
 
 def build_trainer(cfg, run_dir: Path, dataset=None) -> Trainer:
     """Everything a run needs, on its device, wrapped in a :class:`Trainer` (``dataset``: use this one instead of
     ``cfg.data``'s, e.g. the benchmark's stand-in)."""
     from i2i.data.sampler import build_loader
+    from i2i.engine.loop import Networks
 
     check_config(cfg)
     env = distributed_env(cfg)  # torchrun: process group, cuda:<LOCAL_RANK>; else one process on cfg.device
@@ -268,12 +225,12 @@ def build_trainer(cfg, run_dir: Path, dataset=None) -> Trainer:
         dataset = build_dataset(cfg.data, cfg.seed) if dataset is None else dataset
     G = build_generator(cfg.generator, input_nc=generator_input_nc(cfg))
     D = build_discriminator(cfg.discriminator)
-    method = build_method(cfg, G)
+    method = build_method(cfg, G, D)
     feedback = build_feedback(cfg)
     if feedback is not None:  # ASGIT: D's attention fed to G's input, through Method.translate
         method.feedback = feedback
         feedback.attach(method.feedback_sources(D))
-    gan_loss = instantiate(cfg.gan_loss)
+    gan_loss = instantiate(cfg.gan_loss, "gan_loss")
     G, D, method = G.to(device), D.to(device), method.to(device)
     if env.enabled:
         distributed.broadcast_modules((G, D, method))  # rank 0's weights everywhere, whatever the init did
@@ -287,10 +244,10 @@ def build_trainer(cfg, run_dir: Path, dataset=None) -> Trainer:
                             start_step=start_step, pin_memory=pin, rank=env.rank, world_size=env.world_size,
                             prefetch_factor=lcfg.prefetch_factor)
 
-    comm = distributed.Communicator(env, cfg.seed) if env.enabled else None
     evaluate = build_evaluator(cfg, device, feedback) if lcfg.eval_every_epochs and env.is_main else None
-    return Trainer(G, D, method, gan_loss, dataset, lcfg, run_dir, device, to_dict(cfg), loader, evaluate=evaluate,
-                   is_main=env.is_main, world_size=env.world_size, comm=comm)
+    make_optimizer = instantiate(cfg.optim.optimizer, "optim.optimizer")  # a partial: f(params, lr=...)
+    return Trainer(Networks(G, D, method, gan_loss), dataset, loader, lcfg, run_dir, to_dict(cfg), env=env,
+                   make_optimizer=make_optimizer, evaluate=evaluate)
 
 
 def test_split_dirs(dcfg) -> tuple[Path, Path]:
@@ -363,7 +320,7 @@ def build_evaluator(cfg, device: torch.device, feedback=None):
                                fake_total=len(dataset))
     prepare = None
     if feedback is not None:  # the test-time placeholder map (all ones by default)
-        prepare = lambda x, batch: feedback.test_input(x, None)  # noqa: E731
+        prepare = lambda x, batch: feedback.test_input(x, None)
     return make_evaluator(suite, dataset, device, batch_size=1, prepare=prepare)
 
 
@@ -373,62 +330,6 @@ def distributed_env(cfg) -> distributed.DistEnv:
         return distributed.init_distributed(resolve_device(cfg.device))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-
-
-def command_overrides() -> list[str]:
-    """The command line's overrides (empty outside a Hydra app, e.g. when a test composes the config)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def run_training(cfg: DictConfig) -> Trainer:
-    """``train``: check the config and run dir, build, resume if asked, train, and say where the results are.
-
-    Nothing is written before the config, the data and (when resuming) the checkpoint have been checked; the run
-    dir is locked against a second process for the whole run. A resume continues the run that was started: a
-    command line that changes its training settings is refused (engine/rundir.py ``RESUME_MAY_CHANGE`` lists what
-    may change) unless ``resume_allow_changes=true``, and ``.hydra/config.yaml`` keeps the original config.
-    """
-    from i2i.engine.banner import print_banner
-    from i2i.engine.state import check_training_state
-
-    check_config(cfg)
-    env = distributed_env(cfg)
-    run_dir = Path(cfg.run_dir)
-    rundir.check_location(run_dir)
-    with disk_errors(run_dir), rundir.RunLock(run_dir, enabled=env.is_main):
-        resume_from = rundir.find_resume(run_dir, cfg.resume)
-        state, changes = None, {}
-        if resume_from is not None:  # the checkpoint's config is the run's: today's may differ only where allowed
-            state = safe_load(resume_from)
-            if not is_checkpoint(state):
-                raise CheckpointError(f"{resume_from}: not an i2i training checkpoint — resume expects "
-                                      "<run>/ckpt/last.pt")
-            check_training_state(state, resume_from)  # an inference-only epoch snapshot: one line
-            changes = rundir.check_resume_config(state.get("cfg") or {}, to_dict(cfg), run_dir,
-                                                 bool(cfg.get("resume_allow_changes", False)))
-        trainer = build_trainer(cfg, run_dir)  # validates data and config before anything is written
-        if state is not None:  # before anything is written: a mismatching checkpoint leaves the run untouched
-            trainer.resume(resume_from, state)
-            if env.is_main:
-                print(f"i2i: resumed {resume_from} at step {trainer.step} (epoch {trainer.epoch})", file=sys.stderr)
-        if env.is_main:
-            print_banner(trainer, str(cfg.device))
-        env.barrier()  # every rank has checked the run dir before rank 0 writes into it
-        if env.is_main:
-            if state is None:
-                rundir.clear_restartable(run_dir)
-                write_run_config(cfg, run_dir)
-            else:
-                rundir.record_resume(run_dir, trainer.step, resume_from, changes, command_overrides())
-        trainer.fit()
-    env.barrier()
-    if env.is_main:
-        print(f"i2i: run finished at step {trainer.step}: {run_dir} (checkpoint {run_dir / 'ckpt' / 'last.pt'})",
-              file=sys.stderr)
-    distributed.cleanup()
-    return trainer
 
 
 # ---------------------------------------------------------------------------------------------- inference
@@ -475,111 +376,43 @@ def load_generator(ckpt: str | Path, which: str = "last.pt") -> tuple[torch.nn.M
     return G.eval(), info
 
 
-def build_test_feedback(cfg, info: dict, device: torch.device):
+def build_test_feedback(cfg, info: dict, G: torch.nn.Module, device: torch.device):
     """Test-time ``prepare(x, batch)`` hook for a run trained with feedback (None otherwise).
 
-    The transfer block comes from the checkpoint's method state; ``feedback_placeholder=ones|discriminator``
-    (default: the run's ``feedback.test_placeholder``) selects the map: all ones (the paper) or the map of the
-    checkpoint's discriminator of the input's domain (CycleGAN: ``D_A``; one-sided methods: the one D).
+    The run's method is rebuilt from the checkpoint's config around ``G`` and given the checkpoint's method and
+    discriminator state, so the transfer block and the discriminators are the trained ones.
+    ``feedback_placeholder=ones|discriminator`` (default: the run's ``feedback.test_placeholder``) selects the map:
+    all ones (the paper) or the map of the discriminator of the input's domain
+    (:meth:`Method.feedback_sources <i2i.methods.base.Method.feedback_sources>`: CycleGAN's ``D_A``, the one D of
+    a one-sided method).
     """
+    from i2i.methods.feedback import Side
+
     run_cfg = OmegaConf.create(info["cfg"]) if info.get("cfg") else None
     if run_cfg is None or not feedback_enabled(run_cfg):
         return None
-    feedback = build_feedback(run_cfg)
-    state = info["state"]  # loaded once, by load_generator
-    own = {k[len("feedback."):]: v for k, v in state["method"].items() if k.startswith("feedback.")}
-    feedback.load_state_dict(own)
-    placeholder = cfg.get("feedback_placeholder") or feedback.test_placeholder
+    placeholder = cfg.get("feedback_placeholder") or run_cfg.feedback.get("test_placeholder", "ones")
     if placeholder not in ("ones", "discriminator"):
         raise ConfigError(f"feedback_placeholder={placeholder!r}: use ones or discriminator")
+    state = info["state"]  # loaded once, by load_generator
+    D = build_discriminator(run_cfg.discriminator)
+    method = build_method(run_cfg, G, D)
+    method.feedback = build_feedback(run_cfg)
+    source = method.feedback_sources(D)[Side.A] if placeholder == "discriminator" else None
+    try:  # an inference snapshot keeps only what this needs (Method.inference_state_dict)
+        missing, _ = method.load_state_dict(state["method"], strict=False)
+        if source is D:
+            D.load_state_dict(state["D"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{info['path']}: method or discriminator weights do not match the config stored in "
+                              f"the checkpoint ({mismatch_line(e) if isinstance(e, RuntimeError) else e}) — use the "
+                              "run's own checkpoint") from None
+    used = {id(method.feedback), id(source)}
+    lost = [k for name, m in method.named_children() if id(m) in used for k in missing if k.startswith(name + ".")]
+    if lost:
+        raise CheckpointError(f"{info['path']}: the checkpoint lacks {lost[0]} (and {len(lost) - 1} more), which "
+                              "feedback inference needs — use the run's last.pt or an epoch snapshot it wrote")
+    feedback = method.feedback.to(device).eval()
     feedback.test_placeholder = placeholder
-    D = None
-    if feedback.test_placeholder == "discriminator":
-        D = build_discriminator(run_cfg.discriminator)
-        d_a = {k[len("D_A."):]: v for k, v in state["method"].items() if k.startswith("D_A.")}
-        D.load_state_dict(d_a or state["D"])
-        D = D.to(device).eval()
-    feedback = feedback.to(device).eval()
-    return lambda x, batch: feedback.test_input(x, D)
-
-
-def run_test(cfg: DictConfig) -> Path:
-    """``i2i-test``: translate a folder (or a dataset's test split) and write images and a gallery.
-
-    The keys are checked before the checkpoint is loaded, and the checkpoint, data and outputs before any image is
-    written; each failure is one line naming the key or file. Without ``data.root`` an i2i checkpoint translates
-    its own dataset's test split.
-
-    What an earlier ``i2i-test`` wrote into ``out_dir`` (``fake_B/``, ``real_A/``, ``index.html``, ``info.json``,
-    ``metrics.json``: engine/translate.py ``OUTPUTS``) is removed before writing, so metrics never count stale
-    images; other files there are kept. The gallery and ``info.json`` name the checkpoint, its step and epoch.
-    """
-    from i2i import schema
-    from i2i.checks import check_output_dir, check_test_channels, output_errors, run_dataset
-    from i2i.data.folder import ImageFolderDataset
-    from i2i.engine.translate import check_clearable, clear_outputs, translate_dataset
-
-    schema.check(to_dict(OmegaConf.masked_copy(cfg, list(schema.TEST))), schema.TEST)  # ckpt: ??? when unset
-    device = resolve_device(cfg.device)
-    if cfg.out_dir is not None:
-        check_output_dir(cfg.out_dir, "out_dir")
-    seed_everything(cfg.seed)
-    G, info = load_generator(cfg.ckpt, cfg.which)
-    data = cfg.data
-    if data.kind == "folder" and OmegaConf.is_missing(data, "root"):  # i2i-test ckpt=<run>: the run's test split
-        data = OmegaConf.create(run_dataset((info.get("cfg") or {}).get("data"), info["path"]))
-    channels = check_test_channels(data.get("channels"), info["channels"], info["path"])
-    src = Path(data.root) if data.kind == "folder" else test_split_dirs(data)[0]
-    if not src.is_dir():
-        raise DataError(f"{src}: no such image folder — set data.root=<folder of images> (data=folder) or "
-                        "download the dataset (bash scripts/download_dataset.sh <name>)")
-    dataset = ImageFolderDataset(src, channels=channels, size_multiple=cfg.size_multiple, resize=cfg.resize,
-                                 max_dataset_size=cfg.num_images)
-    ckpt_path = Path(info["path"])
-    if cfg.out_dir is not None:
-        out_dir = Path(cfg.out_dir)
-    elif info["source"] == "i2i" and ckpt_path.parent.name == "ckpt":
-        out_dir = ckpt_path.parent.parent / f"test_{ckpt_path.stem}"
-    else:
-        out_dir = Path("results") / ckpt_path.stem
-    check_output_dir(out_dir, "out_dir")
-    suite, real, source = None, None, None
-    if cfg.metrics:  # checked before translating: a missing reference or weights file fails first
-        if cfg.metrics_real is not None:
-            real = Path(cfg.metrics_real)
-        elif data.kind == "folder":
-            raise ConfigError("metrics need a reference folder: use data=<dataset> (its test split) or "
-                              "metrics_real=<folder of target-domain images>")
-        else:
-            source, real = test_split_dirs(data)
-        source = source if cfg.fused_kid else None
-        suite = build_metric_suite(cfg.metrics, real, source, cfg.paths.cache_dir, device, cfg.weights,
-                                   extractor=cfg.extractor)
-    check_clearable(out_dir, {"images to translate": src, "metrics reference": real, "fused-KID source": source,
-                              "checkpoint": ckpt_path})
-    prepare = build_test_feedback(cfg, info, device)
-    about = {"checkpoint": info["path"], "source": info["source"], "step": info.get("step"),
-             "epoch": info.get("epoch"), "input_dir": str(src)}
-    with output_errors(out_dir):
-        clear_outputs(out_dir)
-        stems = translate_dataset(G.to(device), dataset, out_dir, device, batch_size=cfg.batch_size,
-                                  prepare=prepare, about=about)
-        (out_dir / "info.json").write_text(json.dumps({**about, "n_images": len(stems)}, indent=2))
-    print(f"i2i: translated {len(stems)} images from {src}: {out_dir}/fake_B/ (gallery {out_dir / 'index.html'})",
-          file=sys.stderr)
-    if suite is not None:
-        from i2i.metrics import list_images, write_metrics_json
-
-        try:  # the files, not the folder: fresh translations are not worth a statistics-cache entry
-            values = suite.compute(list_images(out_dir / "fake_B"))
-        except DataError:
-            raise
-        except ValueError as e:  # too few images for a metric: the translations are kept
-            raise ConfigError(f"metrics={list(cfg.metrics)}: {e} — translate more images or drop the metric "
-                              f"(the {len(stems)} translations are in {out_dir})") from None
-        with output_errors(out_dir):
-            path = write_metrics_json(out_dir / "metrics.json", values, suite.meta())
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float))
-        print(f"i2i: {shown} ({values.get('n_fake')} fake vs {values.get('n_real')} real images): {path}",
-              file=sys.stderr)
-    return out_dir
+    source = source.to(device).eval() if source is not None else None
+    return lambda x, batch: feedback.test_input(x, source)

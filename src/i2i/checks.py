@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from i2i.errors import ConfigError, RunDirError
 
@@ -58,7 +59,8 @@ def run_dataset(run_data: Mapping[str, Any] | None, ckpt: str) -> dict:
     if not run_data or run_data.get("root") in (None, "???"):
         raise ConfigError(f"data.root: not set, and {ckpt} stores no dataset — give data=<dataset> (its test split) "
                           "or data=folder data.root=<folder of images>")
-    return {**run_data, "kind": "unpaired"}
+    data = {key: value for key, value in run_data.items() if key != "kind"}  # checkpoints written before _target_
+    return {"_target_": "i2i.data.unaligned.UnpairedDataset", **data}
 
 
 def check_test_channels(channels: int | None, expected: int, ckpt: str) -> int:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from i2i.errors import ConfigError
 
@@ -144,7 +145,6 @@ TRAIN = {
     "train.channels_last": Bool(),
     "train.compile": Choice("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
     "train.cuda_graphs": Bool(),
-    "train.group_layers": BoolOr("auto"),
     "train.prefetch_factor": Int(1, null=True, example="4"),
     "train.deterministic": Bool(),
     "train.on_nonfinite": Choice("raise", "skip"),

@@ -58,8 +58,13 @@ def run_cli(fn, cfg, also: tuple[type[BaseException], ...] = ()) -> None:
         cfg: its config.
         also: more exception types to report that way (i2i-compare: the metrics package's ValueError & co.).
     """
-    from i2i.build import USER_ERRORS
+    from i2i.data.errors import DataError
+    from i2i.engine.loop import NonFiniteLossError
     from i2i.engine.signals import TrainingInterrupted
+    from i2i.engine.state import CheckpointError
+    from i2i.errors import ConfigError, RunDirError
+
+    user_errors = (DataError, CheckpointError, NonFiniteLossError, ConfigError, RunDirError)  # one line, no traceback
 
     warnings.formatwarning = _format_warning
     try:
@@ -67,7 +72,7 @@ def run_cli(fn, cfg, also: tuple[type[BaseException], ...] = ()) -> None:
     except TrainingInterrupted as e:  # SIGINT/SIGTERM: checkpoint written; say how to continue, exit 128 + signal
         print(f"i2i: {e.with_command(resume_command())}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except (*USER_ERRORS, *also) as e:
+    except (*user_errors, *also) as e:
         if os.environ.get("I2I_DEBUG"):
             raise
         fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
@@ -98,7 +103,7 @@ def check_overrides(argv: list[str] | None = None) -> None:
 
     try:
         known, rest = get_args_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
-    except (Exception, SystemExit):  # noqa: BLE001 - Hydra reports its own argument errors
+    except (Exception, SystemExit):
         return
     parser = OverridesParser.create()
     for arg in [*(known.overrides or ()), *(a for a in rest if "=" in a and not a.startswith("-"))]:

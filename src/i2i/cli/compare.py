@@ -45,8 +45,8 @@ def check_config(cfg: dict) -> str:
         ConfigError: one line naming the bad key (also ``device=cuda`` without CUDA, ``cache_dir`` or ``out``
             blocked by an existing file).
     """
-    from i2i.build import ConfigError, resolve_device
     from i2i import schema
+    from i2i.build import ConfigError, resolve_device
     from i2i.checks import check_output_dir
     from i2i.metrics.cache import check_cache_dir
 

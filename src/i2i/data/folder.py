@@ -11,7 +11,7 @@ stages divide evenly, and at least to :data:`MIN_SIZE` so any image down to 1x1 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

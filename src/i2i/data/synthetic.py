@@ -1,17 +1,22 @@
 """Embedded demo data: two procedurally generated domains with checkable content.
 
-Domain A: two to four smooth closed blobs (ellipses with a low-frequency boundary wobble) filled with
-flat saturated colours, on a finely textured GRAY background. Domain B: the same kind of blobs
-filled with dark/light stripes of one saturated hue at a random angle and period, on the same kind
-of background. A translation A -> B should keep each blob's shape and place and replace its flat
-fill by stripes, so content preservation is checkable: the background is exactly gray (saturation
-0) and every blob pixel is strongly saturated, hence :func:`blob_mask` recovers the blob mask of an
-image of either domain (exactly, for the generated PNGs; approximately, for a generator's output).
+Domain A: two to four shapes (circles, squares and equilateral triangles at random rotations), each
+filled with one flat saturated colour from a six-hue palette, on a flat GRAY background
+(:data:`BACKGROUND_LEVEL`). Domain B: the same kind of shapes filled with
+horizontal stripes of one period (:data:`STRIPE_PERIOD` px, half light, half dark): the light
+stripes are the shape's colour, the dark ones the same hue at :data:`DARK_FACTOR` of its brightness,
+on the same kind of background. A translation A -> B should keep each shape's outline, corners,
+place and hue, leave the background alone and darken every other band of
+``STRIPE_PERIOD / 2`` rows inside the shapes, so each of these is checkable (i2i.utils.demo_check):
+the background is exactly gray (saturation 0) and every shape pixel is strongly saturated, hence
+:func:`blob_mask` recovers the shape mask of an image of either domain (exactly, for the generated
+PNGs; approximately, for a generator's output).
 
-Generation is vectorised over all images of a split with numpy (200 + 200 + 16 + 16 images of 64x64
+Generation is vectorised over all images of a split with numpy (200 + 200 + 16 + 16 images of 72x72
 take well under two seconds) and deterministic per seed. :func:`make_synthetic_dataset` writes the
 standard ``trainA/ trainB/ testA/ testB/`` layout atomically (temporary folder + rename) with a
-``manifest.json`` of the parameters; a folder made with other parameters is regenerated.
+``manifest.json`` of the parameters; a folder made with other parameters (or by another version of
+this generator) is regenerated.
 """
 
 from __future__ import annotations
@@ -29,14 +34,23 @@ from PIL import Image
 
 from i2i.data.errors import DataError
 from i2i.data.sampler import derive_seed
+from i2i.data.unaligned import UnpairedDataset
 
 MANIFEST = "manifest.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 SATURATION_THRESHOLD = 40  # of 255: background has 0, every blob pixel > 80
+BACKGROUND_LEVEL = 128  # gray level of every background (both domains)
+BACKGROUND_GRAIN = 0  # uniform per-pixel grain of the background, +-levels (0: flat)
+STRIPE_PERIOD = 8  # px: domain B's stripes are horizontal bands of STRIPE_PERIOD / 2 light + dark rows
+SATURATION, VALUE, DARK_FACTOR = 0.85, 0.9, 0.45  # HSV of the flat fill / light stripe; dark stripe value factor
+PALETTE_HUES = np.arange(6) / 6.0  # red, yellow, green, cyan, blue, magenta
+HUE_JITTER = 1.0 / 48  # +- 7.5 degrees around the palette hue
+SHAPES = ("circle", "square", "triangle")
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Vectorised HSV (each in [0, 1]) -> RGB in [0, 255], shape [..., 3]."""
+    h = h % 1.0
     i = np.floor(h * 6.0).astype(int) % 6
     f = h * 6.0 - np.floor(h * 6.0)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
@@ -46,48 +60,61 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """Finely textured gray backgrounds [n, H, W] (float): base level + pixel grain + fine ripple."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    base = rng.uniform(90, 170, (n, 1, 1))
-    grain = rng.uniform(-14, 14, (n, size, size))
-    freq = rng.uniform(0.8, 1.6, (n, 1, 1))  # radians per pixel: a 4-8 px ripple
-    ang = rng.uniform(0, np.pi, (n, 1, 1))
-    ripple = 10 * np.sin(freq * (xx * np.cos(ang) + yy * np.sin(ang)))
-    return base + grain + ripple
+    """Gray backgrounds [n, H, W] (float): a fixed level plus uniform pixel grain (none by default)."""
+    return BACKGROUND_LEVEL + rng.uniform(-BACKGROUND_GRAIN, BACKGROUND_GRAIN, (n, size, size))
+
+
+def _shape_inside(kind: np.ndarray, dy: np.ndarray, dx: np.ndarray, radius: np.ndarray,
+                  theta: np.ndarray) -> np.ndarray:
+    """Inside test [n, H, W] of one shape per image, given offsets from its centre [n, H, W].
+
+    ``kind`` [n] indexes :data:`SHAPES`; ``radius`` [n] is the circumradius (the circle's radius);
+    ``theta`` [n] rotates the polygons. A regular k-gon is the intersection of k half-planes at the
+    apothem ``radius * cos(pi / k)`` from the centre.
+    """
+    inside = np.hypot(dy, dx) < radius[:, None, None]  # circles
+    for k_index, sides in ((1, 4), (2, 3)):
+        poly = np.ones_like(inside)
+        apothem = (radius * np.cos(np.pi / sides))[:, None, None]
+        for j in range(sides):
+            phi = (theta + (2 * j + 1) * np.pi / sides)[:, None, None]
+            poly &= dx * np.cos(phi) + dy * np.sin(phi) < apothem
+        inside = np.where((kind == k_index)[:, None, None], poly, inside)
+    return inside
 
 
 def _blobs(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Label maps [n, H, W] (0 = background, k = blob k, at most 4) and active flags [n, 4].
+    """Label maps [n, H, W] (0 = background, k = blob k, at most 4) and shape kinds [n, 4] (-1 = absent).
 
-    One blob per quadrant (a random 2-4 of the 4 quadrants), radius <= 0.21 * size including the
-    wobble plus a center jitter of <= 0.035 * size: blobs never overlap and never touch the border.
+    One shape per quadrant (a random 2-4 of the 4 quadrants), circumradius <= 0.21 * size plus a centre
+    jitter of <= 0.035 * size: shapes never overlap and never touch the border. Circles have radius
+    0.12-0.19, squares circumradius 0.15-0.21 and triangles 0.16-0.21 (of ``size``), so the three
+    kinds have similar areas.
     """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     cells = np.array([[0.25, 0.25], [0.25, 0.75], [0.75, 0.25], [0.75, 0.75]]) * size  # (y, x)
     count = rng.integers(2, 5, n)
     active = np.argsort(rng.random((n, 4)), 1) < count[:, None]  # [n, 4] random subset of quadrants
+    kinds = rng.integers(0, len(SHAPES), (n, 4))
     labels = np.zeros((n, size, size), np.uint8)
-    for k in range(4):
-        cy = cells[k, 0] + rng.uniform(-0.035, 0.035, n) * size
-        cx = cells[k, 1] + rng.uniform(-0.035, 0.035, n) * size
-        a, b = rng.uniform(0.09, 0.18, (2, n)) * size
-        theta, psi = rng.uniform(0, 2 * np.pi, (2, n))
-        wobble = rng.uniform(0.0, 0.15, n)
-        lobes = rng.integers(2, 5, n)
+    low, high = np.array([0.12, 0.15, 0.16]), np.array([0.19, 0.21, 0.21])
+    for q in range(4):
+        cy = cells[q, 0] + rng.uniform(-0.035, 0.035, n) * size
+        cx = cells[q, 1] + rng.uniform(-0.035, 0.035, n) * size
+        kind = kinds[:, q]
+        radius = rng.uniform(low[kind], high[kind]) * size
+        theta = rng.uniform(0, 2 * np.pi, n)
         dy, dx = yy[None] - cy[:, None, None], xx[None] - cx[:, None, None]  # [n, H, W]
-        c, s = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
-        u, v = (dx * c + dy * s) / a[:, None, None], (-dx * s + dy * c) / b[:, None, None]
-        boundary = 1 + wobble[:, None, None] * np.cos(lobes[:, None, None] * np.arctan2(v, u) + psi[:, None, None])
-        inside = (np.hypot(u, v) < boundary) & active[:, k, None, None]
-        labels[inside] = k + 1
-    return labels, active
+        inside = _shape_inside(kind, dy, dx, radius, theta) & active[:, q, None, None]
+        labels[inside] = q + 1
+    return labels, np.where(active, kinds, -1)
 
 
 CHUNK = 32  # images drawn per generator; image i depends on (seed, domain, size, i // CHUNK) only
 
 
 def render_domain(seed: int, n: int, size: int, domain: str) -> tuple[np.ndarray, np.ndarray]:
-    """Generate ``n`` images of domain 'A' (flat blobs) or 'B' (striped blobs).
+    """Generate ``n`` images of domain 'A' (flat shapes) or 'B' (striped shapes).
 
     Prefix-stable: the first ``m`` images are the same for every ``n >= m``.
 
@@ -102,33 +129,41 @@ def render_domain(seed: int, n: int, size: int, domain: str) -> tuple[np.ndarray
     return images, masks
 
 
+def stripes(size: int, phase: np.ndarray) -> np.ndarray:
+    """Domain B's stripe pattern [n, size, size] (True = dark row) for per-image phases [n] in [0, 1)."""
+    rows = np.arange(size, dtype=np.float64)[None, :, None] / STRIPE_PERIOD + np.asarray(phase)[:, None, None]
+    return np.broadcast_to((rows % 1.0) < 0.5, (len(phase), size, size))
+
+
+def add_stripes(images: np.ndarray, masks: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """Domain B's fill of domain-A images: every dark row of :func:`stripes` inside ``masks`` at DARK_FACTOR.
+
+    Args:
+        images: uint8 [n, H, W, 3] (square).
+        masks: bool [n, H, W], the shapes.
+        phase: [n] stripe phases in [0, 1).
+
+    Returns:
+        uint8 [n, H, W, 3]: what a perfect translation of ``images`` looks like.
+    """
+    dark = masks & stripes(images.shape[1], phase)
+    return np.where(dark[..., None], np.rint(images * DARK_FACTOR), images).astype(np.uint8)
+
+
 def _render_chunk(seed: int, size: int, domain: str) -> tuple[np.ndarray, np.ndarray]:
     """:data:`CHUNK` images of one domain from one generator (vectorised over the images)."""
     n = CHUNK
     rng = np.random.default_rng(seed)
-    bg = _background(rng, n, size)
-    img = np.repeat(bg[..., None], 3, axis=-1)  # [n, H, W, 3], exactly gray
+    img = np.repeat(_background(rng, n, size)[..., None], 3, axis=-1)  # [n, H, W, 3], exactly gray
     labels, _ = _blobs(rng, n, size)
-    hue = rng.random((n, 4))
-    if domain == "A":
-        fill = _hsv_to_rgb(hue, rng.uniform(0.75, 1.0, (n, 4)), rng.uniform(0.65, 1.0, (n, 4)))  # [n, 4, 3]
-        colour = np.take_along_axis(fill, np.clip(labels.reshape(n, -1, 1).astype(int) - 1, 0, 3), 1)
-        colour = colour.reshape(n, size, size, 3)
-    else:
-        dark = _hsv_to_rgb(hue, np.full((n, 4), 0.9), np.full((n, 4), 0.45))
-        light = _hsv_to_rgb(hue, np.full((n, 4), 0.6), np.full((n, 4), 0.95))
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-        ang = rng.uniform(0, np.pi, (n, 1, 1))
-        period = rng.uniform(4.0, 8.0, (n, 1, 1))
-        phase = rng.random((n, 1, 1))
-        stripe = ((xx * np.cos(ang) + yy * np.sin(ang)) / period + phase) % 1.0 < 0.5  # [n, H, W]
-        idx = np.clip(labels.reshape(n, -1, 1).astype(int) - 1, 0, 3)
-        d = np.take_along_axis(dark, idx, 1).reshape(n, size, size, 3)
-        li = np.take_along_axis(light, idx, 1).reshape(n, size, size, 3)
-        colour = np.where(stripe[..., None], d, li)
+    hue = PALETTE_HUES[rng.integers(0, len(PALETTE_HUES), (n, 4))] + rng.uniform(-HUE_JITTER, HUE_JITTER, (n, 4))
+    fill = _hsv_to_rgb(hue, np.full((n, 4), SATURATION), np.full((n, 4), VALUE))  # [n, 4, 3]
+    idx = np.clip(labels.reshape(n, -1, 1).astype(int) - 1, 0, 3)
+    colour = np.take_along_axis(fill, idx, 1).reshape(n, size, size, 3)
     mask = labels > 0
-    img = np.where(mask[..., None], colour, img)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), mask
+    img = np.clip(np.rint(np.where(mask[..., None], colour, img)), 0, 255).astype(np.uint8)
+    phase = rng.random(n)
+    return (add_stripes(img, mask, phase) if domain == "B" else img), mask
 
 
 def blob_mask(image: np.ndarray | Image.Image | torch.Tensor, threshold: int = SATURATION_THRESHOLD):
@@ -228,3 +263,17 @@ def make_synthetic_dataset(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+class SyntheticDataset(UnpairedDataset):
+    """The demo domains as an :class:`~i2i.data.unaligned.UnpairedDataset`, generated at ``root`` on first use.
+
+    Args:
+        root: where the domains are (or will be) written.
+        synthetic: :func:`make_synthetic_dataset` parameters (``seed``, ``size``, ``n_train``, ``n_test``).
+        **kwargs: the :class:`~i2i.data.unaligned.UnpairedDataset` arguments.
+    """
+
+    def __init__(self, root: str | os.PathLike, synthetic: dict | None = None, **kwargs) -> None:
+        make_synthetic_dataset(root, **(synthetic or {}))
+        super().__init__(root, **kwargs)

@@ -5,8 +5,8 @@ Published behaviour kept: folders ``<root>/<phase>A`` and ``<root>/<phase>B`` (t
 to valA/valB), files found recursively and sorted, ``len = max(|A|, |B|)``, ``A = A[i % |A|]``, ``B``
 a uniformly random index (``serial_batches``: ``i % |B|``), A and B transformed independently
 (separate crop and flip), the "no crop during LR decay" switch (published: load_size := crop_size
-once the epoch exceeds ``n_epochs``) — here an explicit call, :meth:`UnpairedDataset.set_no_crop`,
-made by the training loop.
+once the epoch exceeds ``n_epochs``) — here the explicit ``no_crop_after_epoch``, applied by
+:meth:`UnpairedDataset.set_epoch`.
 
 Changes on purpose:
 
@@ -59,6 +59,9 @@ class UnpairedDataset(Dataset):
             per file for the whole run and counts it in :attr:`skipped`.
         validate: check the layout and decode every file up front (with ``on_error='skip'`` bad
             files are only warned about).
+        no_crop_after_epoch: published "no crop during LR decay": from the epoch after this one on,
+            load_size := crop_size (:meth:`set_epoch`); ``None``: always crop.
+        name: the dataset's name (run names, the start-up banner).
 
     Attributes:
         skipped: number of distinct files that failed to load and were skipped so far in this run, as
@@ -80,6 +83,8 @@ class UnpairedDataset(Dataset):
         seed: int = 0,
         on_error: str = "raise",
         validate: bool = True,
+        no_crop_after_epoch: int | None = None,
+        name: str | None = None,
     ) -> None:
         check_channels(channels)
         check_preprocess(preprocess, load_size, crop_size)
@@ -101,6 +106,7 @@ class UnpairedDataset(Dataset):
         self.preprocess, self.flip, self.serial_batches = preprocess, flip, serial_batches
         self.seed, self.on_error = seed, on_error
         self.epoch, self.no_crop, self.skipped = 0, False, 0
+        self.no_crop_after_epoch, self.name = no_crop_after_epoch, name or os.path.basename(self.root)
         self._bad: set[str] = set()  # files this process will not try again
         self._reported: set[str] = set()  # files already warned about (main process)
         self._new_bad: list[str] = []  # problems found while producing the current sample
@@ -113,14 +119,20 @@ class UnpairedDataset(Dataset):
         return max(len(self.A_paths), len(self.B_paths))
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random choices ``__getitem__`` makes (call before building a loader)."""
+        """Select the epoch whose random choices ``__getitem__`` makes (call before building a loader).
+
+        Also the data phase: after epoch ``no_crop_after_epoch`` images are resized to the crop size
+        (:meth:`set_no_crop`).
+        """
         self.epoch = int(epoch)
+        if self.no_crop_after_epoch is not None:
+            self.set_no_crop(self.epoch > self.no_crop_after_epoch)
 
     def set_no_crop(self, flag: bool) -> None:
         """Published "no crop during LR decay": when True, load_size := crop_size.
 
         With ``resize_and_crop`` the image is resized straight to ``crop_size`` (the crop is then the
-        whole image); flipping still applies. The training loop calls this when the data phase
+        whole image); flipping still applies. :meth:`set_epoch` calls this when the data phase
         changes (published: epochs after ``n_epochs``); call it before building the epoch's loader.
         """
         self.no_crop = bool(flag)

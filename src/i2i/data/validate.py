@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm

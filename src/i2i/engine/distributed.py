@@ -20,8 +20,8 @@ import contextlib
 import datetime
 import os
 import random
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def enabled(self) -> bool:
@@ -214,7 +214,7 @@ def optimizer_params(optimizers: Iterable[torch.optim.Optimizer]) -> list[torch.
 
 
 class Communicator:
-    """What the training loop needs from the process group (passed as ``Trainer(comm=...)``).
+    """What the training loop needs from the process group (the Trainer builds one from its :class:`DistEnv`).
 
     Args:
         env: this process's :class:`DistEnv` (``world_size`` > 1).

@@ -6,7 +6,7 @@ The translated images go to :class:`i2i.metrics.MetricSuite` as uint8 tensors (t
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

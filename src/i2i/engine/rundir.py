@@ -7,6 +7,7 @@ process trains in it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -27,7 +28,7 @@ OWNED = frozenset({".hydra", "ckpt", "samples", "tb", "stats.jsonl", "metrics.js
 RESUME_MAY_CHANGE = ("resume", "resume_allow_changes", "device", "name", "run_dir", "paths.", "train.max_steps",
                      "train.log_every", "train.sample_every", "train.ckpt_every", "train.save_epoch_every",
                      "train.num_workers", "train.prefetch_factor", "train.tensorboard", "train.compile",
-                     "train.channels_last", "train.cuda_graphs", "train.group_layers", "train.on_nonfinite",
+                     "train.channels_last", "train.cuda_graphs", "train.on_nonfinite",
                      "train.max_skip_fraction", "train.epoch_snapshots", "train.keep_last_epochs", "eval.every_epochs",
                      "eval.feature_batch_size")
 
@@ -109,7 +110,7 @@ class RunLock:
         self._fd: int | None = None
         self._created: list[Path] = []
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         if not self.enabled:
             return self
         self._created = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
@@ -206,3 +207,20 @@ def record_resume(run_dir: Path, step: int, source: Path, changes: dict[str, tup
         f.write(json.dumps(entry) + "\n")
     for k, (old, new) in changes.items():
         print(f"i2i: resume changes {k}: {old!r} -> {new!r}", file=sys.stderr)
+
+
+#: OSError numbers that mean "this directory cannot be written" (no permission, full disk or quota, read-only)
+_DISK_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR}
+
+
+@contextlib.contextmanager
+def disk_errors(run_dir: Path):
+    """Turn an OSError of a full or unwritable run directory into one :class:`RunDirError` line."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _DISK_ERRNOS:
+            raise
+        raise RunDirError(f"{e.filename or run_dir}: cannot write ({e.strerror}) — free disk space or fix the "
+                          f"permissions of {run_dir} (or choose another paths.checkpoints_dir), then continue with "
+                          "resume=auto; the last complete checkpoint is kept") from None

@@ -69,7 +69,7 @@ class StopRequest:
             previous = self._previous.get(signum)
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         self.signum = None
         if threading.current_thread() is threading.main_thread():
             for s in self.signals:

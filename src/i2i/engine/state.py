@@ -26,9 +26,6 @@ FORMAT = "i2i-checkpoint"
 
 #: top-level keys of an inference-only snapshot: what ``build.load_generator`` reads (``i2i-test``, ``i2i export``)
 INFERENCE_KEYS = ("format", "step", "epoch", "G", "cfg")
-#: keys of the method state that feedback inference reads (``build.build_test_feedback``): the transfer block and
-#: its cache, and CycleGAN's domain-A discriminator (the ``discriminator`` test placeholder)
-FEEDBACK_PREFIXES = ("feedback.", "D_A.")
 #: keys only a full training state holds; a resume needs every one
 TRAINING_KEYS = ("D", "method", "opt_G", "opt_D", "rng")
 #: ``ckpt/epoch_XXXX.pt``
@@ -239,24 +236,25 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def inference_state(state: dict) -> dict:
+def inference_state(state: dict, method: dict | None = None, with_D: bool = False) -> dict:
     """What inference needs of a full training state: generator weights, config, step and epoch.
 
-    A feedback run also keeps the method state's ``feedback.*`` and ``D_A.*`` entries and, when there is no
-    ``D_A`` (one-sided methods), ``D``: the test-time placeholder map may come from the discriminator.
+    A feedback run also keeps the method's inference state (``Method.inference_state_dict``: the transfer block,
+    and what its test-time placeholder map comes from) and, for one-sided methods, ``D``.
 
     Args:
-        state: a full state (:meth:`i2i.engine.loop.Trainer.state_dict`).
+        state: a full state (:meth:`i2i.engine.checkpointing.Checkpointer.state_dict`).
+        method: the method's inference state; kept as ``method`` when not empty.
+        with_D: with a ``method`` entry, also keep ``D`` (the placeholder map may come from the discriminator).
 
     Returns:
         A new dict with the keys :data:`INFERENCE_KEYS` (plus ``method`` and maybe ``D`` for feedback runs); the
-        tensors are shared with ``state``.
+        tensors are shared with ``state`` and ``method``.
     """
     out = {key: state[key] for key in INFERENCE_KEYS}
-    method = state.get("method") or {}
-    if any(k.startswith("feedback.") for k in method):
-        out["method"] = {k: v for k, v in method.items() if k.startswith(FEEDBACK_PREFIXES)}
-        if not any(k.startswith("D_A.") for k in out["method"]):
+    if method:
+        out["method"] = dict(method)
+        if with_D:
             out["D"] = state["D"]
     return out
 
@@ -290,5 +288,5 @@ def prune_epoch_snapshots(directory: str | Path, keep: int | None) -> list[Path]
 
 
 def is_checkpoint(obj) -> bool:
-    """True for a dict written by :func:`i2i.engine.loop` (as opposed to a bare state_dict)."""
+    """True for a dict written by :mod:`i2i.engine.checkpointing` (as opposed to a bare state_dict)."""
     return isinstance(obj, dict) and obj.get("format") == FORMAT

@@ -7,34 +7,117 @@ steps the optimizers and never branches on which method it runs. One step of the
     D step:  sum(method.discriminator_losses(D, batch, out, gan_loss).values())
     G step:  sum(method.generator_losses(G, D, batch, out, gan_loss).values())
 
-(``update_order`` says which of the two steps comes first.) Optional feedback (discriminator attention fed to
-the generator input, ASGIT) plugs in through :meth:`Method.translate`, which every method uses to run G.
+(``update_order`` says which of the two steps comes first.) This module is the whole contract a new method meets
+(docs/extending.md walks through one):
+
+========================  ==================================================================================
+hook                      what it does (shapes: images [B, C, H, W] in [-1, 1], D logits [B, 1, h, w])
+========================  ==================================================================================
+``create(parts, **opts)`` classmethod: build the method from :class:`Parts` (the loop's G and D, factories for
+                          further networks, the data spec) and its YAML options; derives channels and shapes
+                          from G itself. Default: ``cls(**opts)``.
+``optimizer_modules()``   required: the method's own modules by optimizer (``"G"``, ``"D"``, ``"F"``); every
+                          parameter must be listed exactly once (:meth:`param_groups` checks).
+``forward_G(G, batch)``   the translations, at least ``{"fake_B": [B, C, H, W]}``.
+``discriminator_losses``  ``(D, batch, out, gan_loss) -> {name: scalar}``; the fakes must be detached.
+``generator_losses``      ``(G, D, batch, out, gan_loss) -> {name: scalar}``; :meth:`adversarial_terms` gives the
+                          GAN term and D's output on ``fake_B``.
+``visuals(batch, out)``   images for the sample grid, in column order.
+``set_epoch(epoch)``      called before the first step of every (1-based) epoch.
+``feedback_sources(D)``   the discriminators of domain A and B inputs (discriminator feedback).
+``update_order``          ``("D", "G")`` (CUT) or ``("G", "D")`` (CycleGAN).
+``compile_modules(**kw)`` speed lever ``train.compile``: compile the method's own networks in place (default:
+                          every child module with parameters, except the feedback block).
+``inference_state_dict()``  what inference needs of the method's state (default: the feedback block's).
+========================  ==================================================================================
+
+Discriminators return :class:`~i2i.models.discriminators.DOutput` (logits and an optional attention map); patch
+samplers follow :class:`~i2i.samplers.base.PatchSampler`. Optional feedback (discriminator attention fed to the
+generator input, ASGIT) plugs in through :meth:`Method.translate`, which every method uses to run G, with a
+:class:`~i2i.methods.feedback.Side` naming which images G translates.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from i2i.losses.gan import GANLoss
+from i2i.methods.feedback import Side
+from i2i.models.discriminators import DOutput
+
+#: the optimizers a method's modules can be stepped by (``optim.lr_g``, ``optim.lr_d``, ``optim.lr_f``)
+OPTIMIZERS = ("G", "D", "F")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a method may need to know about the training images.
+
+    Attributes:
+        channels: image channels C.
+        crop_size: side of the training crops (the feature shapes of G follow from it).
+    """
+
+    channels: int = 3
+    crop_size: int = 256
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What :meth:`Method.create` receives (the builder makes one; tests can make their own).
+
+    Attributes:
+        G: the loop's generator (A -> B), built and initialised.
+        D: the loop's discriminator (domain B), built and initialised.
+        data: the training images' spec.
+        new_generator: builds another generator like G (same config, initialised), e.g. a B -> A generator.
+        new_discriminator: builds another discriminator like D, e.g. one for domain A.
+        init_type: initialisation of the method's own modules (the generator's ``init_type``).
+        init_gain: its gain.
+    """
+
+    G: nn.Module
+    D: nn.Module | None = None
+    data: DataSpec = DataSpec()
+    new_generator: Callable[[], nn.Module] | None = None
+    new_discriminator: Callable[[], nn.Module] | None = None
+    init_type: str = "xavier"
+    init_gain: float = 0.02
 
 
 class Method(nn.Module):
-    """Base class with the GAN-only behaviour (a plain unpaired GAN).
+    """Base class: the contract of a method and the behaviour of a plain unpaired GAN.
+
+    Args:
+        lambda_gan: weight of the generator's adversarial term.
+        name: the method's name (run names, the start-up banner).
 
     Attributes:
         update_order: ``("D", "G")`` as CUT (D first, then G with the updated D) or ``("G", "D")`` as CycleGAN.
         feedback: optional input-injection module (set by the builder), see ``i2i.methods.feedback``.
-        lambda_gan: weight of the generator's adversarial term.
     """
 
     update_order: tuple[str, str] = ("D", "G")
 
-    def __init__(self, lambda_gan: float = 1.0) -> None:
+    def __init__(self, lambda_gan: float = 1.0, name: str | None = None) -> None:
         super().__init__()
         self.lambda_gan = lambda_gan
+        self.name = name or type(self).__name__.lower()
         self.feedback: nn.Module | None = None
         self.epoch = 1
+
+    @classmethod
+    def create(cls, parts: Parts, **options) -> Method:
+        """Build the method from the run's networks and its config options (``method.*`` without ``_target_``).
+
+        Override to derive constructor arguments from ``parts`` (feature channels of G, extra networks). A
+        ``ValueError`` should name the offending ``method.<key>``; the builder turns it into one config-error line.
+        """
+        return cls(**options)
 
     # --- what the loop calls -------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -56,10 +139,15 @@ class Method(nn.Module):
         """Trainable parameters by optimizer (``{"G": [...], "D": [...], "F": [...]}``), from :meth:`optimizer_modules`.
 
         Raises:
-            ValueError: a parameter of the method is in no group, or in more than one.
+            ValueError: a parameter of the method is in no group, or in more than one, or a group is unknown.
         """
-        groups = {name: [p for m in modules if m is not None for p in m.parameters()]
-                  for name, modules in self.optimizer_modules().items()}
+        declared = self.optimizer_modules()
+        unknown = sorted(set(declared) - set(OPTIMIZERS))
+        if unknown:
+            raise ValueError(f"{type(self).__name__}.optimizer_modules(): unknown optimizer {unknown[0]!r} — use "
+                             f"{', '.join(repr(o) for o in OPTIMIZERS)}")
+        groups = {name: [p for m in declared.get(name, []) if m is not None for p in m.parameters()]
+                  for name in OPTIMIZERS}
         where: dict[int, str] = {}
         for name, params in groups.items():
             for p in params:
@@ -76,28 +164,21 @@ class Method(nn.Module):
 
     def forward_G(self, G: nn.Module, batch: dict) -> dict:
         """Translate the batch. Returns at least ``fake_B`` [B, C, H, W]."""
-        return {"fake_B": self.translate(G, batch["A"], batch, side="A")}
+        return {"fake_B": self.translate(G, batch["A"], batch, side=Side.A)}
 
     def discriminator_losses(self, D: nn.Module, batch: dict, out: dict, gan_loss: GANLoss) -> dict[str, torch.Tensor]:
         """LSGAN-style D objective: 0.5 * (loss(D(fake), 0) + loss(D(real_B), 1))."""
-        pred_fake = self.discriminate(D, out["fake_B"].detach())
-        pred_real = D(batch["B"])
-        if isinstance(pred_real, tuple):  # attention D: its map of real_B feeds the identity rows (feedback)
-            pred_real, attn = pred_real
-            if self.feedback is not None:
-                self.feedback.observe(attn, batch, side="B")
-        return {"D_fake": 0.5 * gan_loss(pred_fake, False), "D_real": 0.5 * gan_loss(pred_real, True)}
+        pred_fake = D(out["fake_B"].detach()).logits
+        real = D(batch["B"])
+        if real.attention is not None and self.feedback is not None:  # its map of real_B feeds the identity rows
+            self.feedback.observe(real.attention, batch, side=Side.B)
+        return {"D_fake": 0.5 * gan_loss(pred_fake, False), "D_real": 0.5 * gan_loss(real.logits, True)}
 
     def generator_losses(self, G: nn.Module, D: nn.Module, batch: dict, out: dict,
                          gan_loss: GANLoss) -> dict[str, torch.Tensor]:
-        """Adversarial term only; subclasses add their content terms."""
-        pred = D(out["fake_B"])
-        if isinstance(pred, tuple):  # attention D: its map of the translation goes to the feedback
-            pred, attn = pred
-            if self.feedback is not None:
-                self.feedback.observe(attn, batch, side="A", hflip=bool(out.get("flipped", False)))
-        out["pred_fake"] = pred
-        return {"G_GAN": self.lambda_gan * gan_loss(out["pred_fake"], True, for_discriminator=False)}
+        """Adversarial term only; subclasses add their content terms (see :meth:`adversarial_terms`)."""
+        terms, _ = self.adversarial_terms(D, batch, out, gan_loss)
+        return terms
 
     def visuals(self, batch: dict, out: dict) -> dict[str, torch.Tensor]:
         """Images for the sample grid, in column order."""
@@ -108,12 +189,46 @@ class Method(nn.Module):
             vis.update(self.feedback.visuals(batch["A"].shape[0]))
         return vis
 
-    def feedback_sources(self, D: nn.Module) -> dict[str, nn.Module]:
+    def feedback_sources(self, D: nn.Module) -> dict[Side, nn.Module]:
         """Discriminators whose maps of real A / B inputs the feedback uses (one-sided methods: the one D)."""
-        return {"A": D, "B": D}
+        return {Side.A: D, Side.B: D}
+
+    def compile_modules(self, **options) -> None:
+        """``train.compile``: ``torch.compile`` the method's own networks in place (``Module.compile``: their
+        state_dict keys stay the same). ``options`` are ``torch.compile``'s (``mode`` or ``backend``).
+
+        Default: every direct child with parameters except the feedback block (a second G or D, projection
+        heads). Override to compile a larger region, e.g. a whole loss computation.
+        """
+        for name, child in self.named_children():
+            if name != "feedback" and any(True for _ in child.parameters()):
+                child.compile(**options)
+
+    def inference_state_dict(self) -> dict[str, torch.Tensor]:
+        """The part of the method's state inference needs (feedback runs: the feedback module; see
+        build.build_test_feedback).
+
+        Inference-only checkpoints (epoch snapshots) keep this as their ``method`` entry. Default: the
+        ``feedback.*`` entries of :meth:`state_dict` (empty without feedback).
+        """
+        return {k: v for k, v in self.state_dict().items() if k.startswith("feedback.")}
 
     # --- helpers shared by the methods ---------------------------------------------------------------
-    def translate(self, G: nn.Module, x: torch.Tensor, batch: dict | None = None, side: str = "A",
+    def adversarial_terms(self, D: nn.Module, batch: dict, out: dict,
+                          gan_loss: GANLoss) -> tuple[dict[str, torch.Tensor], DOutput]:
+        """The generator's GAN term on ``out["fake_B"]`` and D's output on it (DAG sampling reuses its logits).
+
+        An attention map of D goes to the feedback (the translation of the A images).
+
+        Returns:
+            (``{"G_GAN": scalar}``, ``D(fake_B)``).
+        """
+        pred = D(out["fake_B"])
+        if pred.attention is not None and self.feedback is not None:
+            self.feedback.observe(pred.attention, batch, side=Side.A, hflip=bool(out.get("flipped", False)))
+        return {"G_GAN": self.lambda_gan * gan_loss(pred.logits, True, for_discriminator=False)}, pred
+
+    def translate(self, G: nn.Module, x: torch.Tensor, batch: dict | None = None, side: Side = Side.A,
                   layers=(), hflip: bool = False):
         """Run G on ``x`` (with the feedback injection when configured; ``hflip``: x is the batch flipped)."""
         if self.feedback is not None:
@@ -127,9 +242,3 @@ class Method(nn.Module):
         if fake.shape[0] > n:
             out["idt_B"] = fake[n:]
         return out
-
-    @staticmethod
-    def discriminate(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """D logits; attention discriminators return (logits, attention) and only the logits are used here."""
-        pred = D(x)
-        return pred[0] if isinstance(pred, tuple) else pred

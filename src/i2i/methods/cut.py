@@ -21,10 +21,14 @@ from torch import nn
 
 from i2i.losses.gan import GANLoss
 from i2i.losses.patchnce import patch_nce_loss
-from i2i.methods.base import Method
+from i2i.methods.base import Method, Parts
+from i2i.methods.feedback import Side
 from i2i.models.projection import ProjectionHeads
-from i2i.samplers.base import SampleContext
+from i2i.samplers.base import PatchSampler, SampleContext
 from i2i.samplers.random import RandomSampler
+
+#: generator module indices contrasted by default: padded RGB, two pre-norm convs, resblocks 1 and 5 (ResNet-9)
+DEFAULT_NCE_LAYERS = (0, 4, 8, 12, 16)
 
 
 class CUT(Method):
@@ -46,14 +50,16 @@ class CUT(Method):
         reuse_source_features: take the keys from the main G pass instead of re-encoding the source.
         init_type: projection head init.
         init_gain: projection head init gain.
+        name: the method's name.
     """
 
-    def __init__(self, feature_channels: Sequence[int], nce_layers: Sequence[int] = (0, 4, 8, 12, 16),
+    def __init__(self, feature_channels: Sequence[int], nce_layers: Sequence[int] = DEFAULT_NCE_LAYERS,
                  num_patches: int = 256, nc: int = 256, tau: float = 0.07, lambda_gan: float = 1.0,
                  lambda_nce: float = 1.0, nce_idt: bool = True, flip_equivariance: bool = False,
-                 negatives: str = "image", diagonal: float = -10.0, sampler=None,
-                 reuse_source_features: bool = True, init_type: str = "xavier", init_gain: float = 0.02) -> None:
-        super().__init__(lambda_gan)
+                 negatives: str = "image", diagonal: float = -10.0, sampler: PatchSampler | None = None,
+                 reuse_source_features: bool = True, init_type: str = "xavier", init_gain: float = 0.02,
+                 name: str = "cut") -> None:
+        super().__init__(lambda_gan, name)
         if len(feature_channels) != len(nce_layers):
             raise ValueError("feature_channels and nce_layers must have the same length")
         self.nce_layers = list(nce_layers)
@@ -61,8 +67,23 @@ class CUT(Method):
         self.nce_idt, self.flip_equivariance = nce_idt, flip_equivariance
         self.negatives, self.diagonal = negatives, diagonal
         self.sampler = sampler if sampler is not None else RandomSampler()
+        if not isinstance(self.sampler, PatchSampler):
+            raise ValueError(f"method.sampler={sampler!r} is not a patch sampler: select one with "
+                             "method/sampler=random or method/sampler=dag")
         self.reuse_source_features = reuse_source_features
         self.heads = ProjectionHeads(feature_channels, nc, init_type, init_gain)
+
+    @classmethod
+    def create(cls, parts: Parts, **options) -> CUT:
+        """The projection heads are sized by G's channels at ``nce_layers``; they start as G does (init)."""
+        layers = [int(i) for i in options.pop("nce_layers", DEFAULT_NCE_LAYERS)]
+        try:
+            channels = parts.G.feature_channels(layers)
+        except ValueError as e:
+            raise ValueError(f"method.nce_layers={layers}: {e}") from None
+        options.setdefault("init_type", parts.init_type)
+        options.setdefault("init_gain", parts.init_gain)
+        return cls(channels, layers, **options)
 
     def optimizer_modules(self) -> dict[str, list[nn.Module | None]]:
         """The projection heads with the method's own Adam (``optim.lr_f``)."""
@@ -84,14 +105,14 @@ class CUT(Method):
             real = real.flip(3)
         reuse = self.reuse_source_features and not flipped and self.lambda_nce > 0
         if reuse:
-            fake, feats = self.translate(G, real, batch, side="A", layers=self.nce_layers, hflip=flipped)
+            fake, feats = self.translate(G, real, batch, side=Side.A, layers=self.nce_layers, hflip=flipped)
         else:
-            fake, feats = self.translate(G, real, batch, side="A", hflip=flipped), None
+            fake, feats = self.translate(G, real, batch, side=Side.A, hflip=flipped), None
         return {**self.split_translations(fake, n), "flipped": flipped, "source_feats": feats}
 
     def generator_losses(self, G: nn.Module, D: nn.Module, batch: dict, out: dict,
                          gan_loss: GANLoss) -> dict[str, torch.Tensor]:
-        terms = super().generator_losses(G, D, batch, out, gan_loss)
+        terms, pred_fake = self.adversarial_terms(D, batch, out, gan_loss)
         if self.lambda_nce <= 0:
             return terms
         n = batch["A"].shape[0]
@@ -104,10 +125,10 @@ class CUT(Method):
         if feats_k is None:
             sources = torch.cat([batch["A"], batch["B"]]) if has_idt else batch["A"]
             feats_k = self.encode(G, sources, batch)
-        score = out["pred_fake"].detach()  # [B, 1, h, w]
-        if has_idt and getattr(self.sampler, "needs_score_map", False):  # DAG on the identity half: D(idt_B)
+        score = pred_fake.logits.detach()  # [B, 1, h, w]
+        if has_idt and self.sampler.needs_score_map:  # DAG on the identity half: D(idt_B)
             with torch.no_grad():
-                score = torch.cat([score, self.discriminate(D, out["idt_B"].detach())])  # [2B, 1, h, w]
+                score = torch.cat([score, D(out["idt_B"].detach()).logits])  # [2B, 1, h, w]
         # X and Y are separate terms: with batch negatives each draws negatives from its own images only
         losses = self.nce_per_image(feats_k, feats_q, score_map=score, groups=2 if has_idt else 1)  # [B or 2B]
         weight = 0.5 * self.lambda_nce if has_idt else self.lambda_nce
@@ -120,8 +141,14 @@ class CUT(Method):
                hflip: bool = False) -> list[torch.Tensor]:
         """Encoder features of ``x`` at ``nce_layers`` (the decoder is skipped; ``hflip``: x is flipped)."""
         if self.feedback is not None:
-            x = self.feedback.inject(x, batch, side="encode", hflip=hflip)
+            x = self.feedback.inject(x, batch, side=Side.ENCODE, hflip=hflip)
         return G(x, layers=self.nce_layers, encode_only=True)
+
+    def compile_modules(self, **options) -> None:
+        """``train.compile``: the whole multilayer NCE loss (sampler, projection heads and PatchNCE) as one
+        compiled region, on top of the default (the heads, any second network)."""
+        super().compile_modules(**options)
+        self.nce_per_image = torch.compile(self.nce_per_image, **options)
 
     def nce_per_image(self, feats_k: list[torch.Tensor], feats_q: list[torch.Tensor],
                       score_map: torch.Tensor | None = None, groups: int = 1) -> torch.Tensor:

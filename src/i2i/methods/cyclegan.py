@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from i2i.losses.gan import GANLoss
-from i2i.methods.base import Method
+from i2i.methods.base import Method, Parts
+from i2i.methods.feedback import Side
 
 
 class ImagePool(nn.Module):
@@ -68,25 +69,28 @@ class CycleGAN(Method):
     """Two generators, two discriminators, cycle consistency.
 
     Args:
-        G_BA: the second generator F: B→A (built by build.py like the loop's G).
+        G_BA: the second generator F: B→A (:meth:`create` builds it like the loop's G).
         D_A: the discriminator of domain A (built like the loop's D).
         lambda_gan: adversarial weight of each direction.
         lambda_cycle: λ_cyc for both cycles (published λ_A = λ_B = 10).
         lambda_identity: identity weight relative to λ_cyc (published CycleGAN 0.5, ASGIT 0).
         pool_size: fake-image history per domain (published 50).
-        init_type, init_gain: unused (G_BA and D_A arrive initialised); accepted from the builder.
+        name: the method's name.
     """
 
     update_order = ("G", "D")
-    two_sided = True  # build.py builds G_BA and D_A
 
     def __init__(self, G_BA: nn.Module, D_A: nn.Module, lambda_gan: float = 1.0, lambda_cycle: float = 10.0,
-                 lambda_identity: float = 0.0, pool_size: int = 50, init_type: str = "normal",
-                 init_gain: float = 0.02) -> None:
-        super().__init__(lambda_gan)
+                 lambda_identity: float = 0.0, pool_size: int = 50, name: str = "cyclegan") -> None:
+        super().__init__(lambda_gan, name)
         self.G_BA, self.D_A = G_BA, D_A
         self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
         self.pool_A, self.pool_B = ImagePool(pool_size), ImagePool(pool_size)
+
+    @classmethod
+    def create(cls, parts: Parts, **options) -> CycleGAN:
+        """F = ``G_BA`` and ``D_A`` are built like the loop's G and D (same configs, initialised)."""
+        return cls(parts.new_generator(), parts.new_discriminator(), **options)
 
     def optimizer_modules(self) -> dict[str, list[nn.Module | None]]:
         """F = ``G_BA`` with the loop's generator Adam, ``D_A`` with its discriminator Adam (as published)."""
@@ -95,36 +99,41 @@ class CycleGAN(Method):
         groups["D"].append(self.D_A)
         return groups
 
-    def feedback_sources(self, D: nn.Module) -> dict[str, nn.Module]:
+    def feedback_sources(self, D: nn.Module) -> dict[Side, nn.Module]:
         """Source-domain discriminators for same-step maps: D_A for A inputs, the loop's D (D_B) for B inputs."""
-        return {"A": self.D_A, "B": D}
+        return {Side.A: self.D_A, Side.B: D}
+
+    def inference_state_dict(self) -> dict[str, torch.Tensor]:
+        """With feedback, also ``D_A``: the test-time placeholder map of A inputs may come from it."""
+        state = super().inference_state_dict()
+        if state:
+            state.update(self.D_A.state_dict(prefix="D_A."))
+        return state
 
     def forward_G(self, G: nn.Module, batch: dict) -> dict:
         real_A, real_B = batch["A"], batch["B"]
-        out = {"fake_B": self.translate(G, real_A, batch, side="A"),
-               "fake_A": self.translate(self.G_BA, real_B, batch, side="B")}
-        out["rec_A"] = self.translate(self.G_BA, out["fake_B"], batch, side="rec")
-        out["rec_B"] = self.translate(G, out["fake_A"], batch, side="rec")
+        out = {"fake_B": self.translate(G, real_A, batch, side=Side.A),
+               "fake_A": self.translate(self.G_BA, real_B, batch, side=Side.B)}
+        out["rec_A"] = self.translate(self.G_BA, out["fake_B"], batch, side=Side.REC)
+        out["rec_B"] = self.translate(G, out["fake_A"], batch, side=Side.REC)
         if self.lambda_identity > 0 and self.training:
-            out["idt_B"] = self.translate(G, real_B, batch, side="B")        # G(b) ≈ b
-            out["idt_A"] = self.translate(self.G_BA, real_A, batch, side="A")  # F(a) ≈ a
+            out["idt_B"] = self.translate(G, real_B, batch, side=Side.B)        # G(b) ≈ b
+            out["idt_A"] = self.translate(self.G_BA, real_A, batch, side=Side.A)  # F(a) ≈ a
         return out
 
-    def _judge(self, D: nn.Module, x: torch.Tensor, batch: dict, side: str) -> torch.Tensor:
+    def _judge(self, D: nn.Module, x: torch.Tensor, batch: dict, side: Side) -> torch.Tensor:
         """D logits of a translation of the ``side`` images; its attention map goes to the feedback."""
         pred = D(x)
-        if isinstance(pred, tuple):
-            pred, attn = pred
-            if self.feedback is not None:
-                self.feedback.observe(attn, batch, side=side)
-        return pred
+        if pred.attention is not None and self.feedback is not None:
+            self.feedback.observe(pred.attention, batch, side=side)
+        return pred.logits
 
     def generator_losses(self, G: nn.Module, D: nn.Module, batch: dict, out: dict,
                          gan_loss: GANLoss) -> dict[str, torch.Tensor]:
-        out["pred_fake"] = self._judge(D, out["fake_B"], batch, "A")
-        pred_fake_A = self._judge(self.D_A, out["fake_A"], batch, "B")
+        pred_fake_B = self._judge(D, out["fake_B"], batch, Side.A)
+        pred_fake_A = self._judge(self.D_A, out["fake_A"], batch, Side.B)
         lam = self.lambda_cycle
-        terms = {"G_GAN": self.lambda_gan * gan_loss(out["pred_fake"], True, for_discriminator=False),
+        terms = {"G_GAN": self.lambda_gan * gan_loss(pred_fake_B, True, for_discriminator=False),
                  "G_GAN_BA": self.lambda_gan * gan_loss(pred_fake_A, True, for_discriminator=False),
                  "cycle_A": lam * F.l1_loss(out["rec_A"], batch["A"]),
                  "cycle_B": lam * F.l1_loss(out["rec_B"], batch["B"])}
@@ -137,8 +146,8 @@ class CycleGAN(Method):
         terms = {}
         for name, disc, real, fake, pool in (("D_B", D, batch["B"], out["fake_B"], self.pool_B),
                                              ("D_A", self.D_A, batch["A"], out["fake_A"], self.pool_A)):
-            pred_fake = self.discriminate(disc, pool.query(fake.detach()))
-            pred_real = self.discriminate(disc, real)
+            pred_fake = disc(pool.query(fake.detach())).logits
+            pred_real = disc(real).logits
             terms[f"{name}_fake"] = 0.5 * gan_loss(pred_fake, False)
             terms[f"{name}_real"] = 0.5 * gan_loss(pred_real, True)
         return terms

@@ -24,9 +24,10 @@ from torch import nn
 
 from i2i.losses.gan import GANLoss
 from i2i.losses.patchnce import patch_nce_loss
-from i2i.methods.base import Method
+from i2i.methods.base import Method, Parts
+from i2i.methods.feedback import Side
 from i2i.models.projection import ProjectionHeads
-from i2i.samplers.base import SampleContext
+from i2i.samplers.base import PatchSampler, SampleContext
 from i2i.samplers.dag import DAGSampler
 
 DEFAULT_PAIRS = ((3, 28), (7, 24), (13, 18))
@@ -122,15 +123,17 @@ class EnCo(Method):
         sampler: patch sampler (default DAG with k=4, β=0.5).
         init_type: projection head init.
         init_gain: projection head init gain.
+        name: the method's name.
     """
 
     def __init__(self, feature_channels: Sequence[int], pairs: Sequence[Sequence[int]] = DEFAULT_PAIRS,
                  num_patches: int = 256, nc: int = 256, tau: float = 0.07, lambda_gan: float = 1.0,
                  lambda_nce: float = 2.0, lambda_idt: float = 10.0, idt_epochs: int | None = None,
                  published_weighting: bool = False, shared_head: bool = True, decoupled: bool = False,
-                 flip_augment: bool = False, negatives: str = "image", diagonal: float = -10.0, sampler=None,
-                 init_type: str = "xavier", init_gain: float = 0.02) -> None:
-        super().__init__(lambda_gan)
+                 flip_augment: bool = False, negatives: str = "image", diagonal: float = -10.0,
+                 sampler: PatchSampler | None = None, init_type: str = "xavier", init_gain: float = 0.02,
+                 name: str = "enco") -> None:
+        super().__init__(lambda_gan, name)
         self.pairs = [tuple(int(i) for i in p) for p in pairs]
         if len(feature_channels) != len(self.pairs):
             raise ValueError("feature_channels and pairs must have the same length")
@@ -141,8 +144,23 @@ class EnCo(Method):
         self.published_weighting, self.decoupled, self.flip_augment = published_weighting, decoupled, flip_augment
         self.negatives, self.diagonal = negatives, diagonal
         self.sampler = sampler if sampler is not None else DAGSampler()
+        if not isinstance(self.sampler, PatchSampler):
+            raise ValueError(f"method.sampler={sampler!r} is not a patch sampler: select one with "
+                             "method/sampler=dag or method/sampler=random")
         self.heads = ProjectionHeads(feature_channels, nc, init_type, init_gain)  # queries (and keys if shared)
         self.heads_k = None if shared_head else ProjectionHeads(feature_channels, nc, init_type, init_gain)
+
+    @classmethod
+    def create(cls, parts: Parts, **options) -> EnCo:
+        """Checks that every pair has equal shapes at the training crop size and sizes the heads by them."""
+        pairs = [[int(i) for i in p] for p in options.pop("pairs", DEFAULT_PAIRS)]
+        try:
+            channels = pair_channels(parts.G, pairs, parts.data.crop_size)
+        except ValueError as e:
+            raise ValueError(f"method.pairs={pairs}: {e} — set method.pairs to same-shape pairs") from None
+        options.setdefault("init_type", parts.init_type)
+        options.setdefault("init_gain", parts.init_gain)
+        return cls(channels, pairs, **options)
 
     def optimizer_modules(self) -> dict[str, list[nn.Module | None]]:
         """The projection heads (queries' and, when separate, keys') with the method's own Adam (``optim.lr_f``)."""
@@ -172,21 +190,21 @@ class EnCo(Method):
         n = real_A.shape[0]
         real = torch.cat([real_A, batch["B"]]) if self.identity_active else real_A  # [B or 2B, C, H, W]
         if self.lambda_nce > 0:
-            fake, feats = self.translate(G, real, batch, side="A", layers=self.enc_layers + self.dec_layers)
+            fake, feats = self.translate(G, real, batch, side=Side.A, layers=self.enc_layers + self.dec_layers)
             p = len(self.pairs)
             out = {"enc_feats": [f[:n] for f in feats[:p]], "dec_feats": [f[:n] for f in feats[p:]]}
         else:
-            fake, out = self.translate(G, real, batch, side="A"), {}
+            fake, out = self.translate(G, real, batch, side=Side.A), {}
         out.update(self.split_translations(fake, n))
         return out
 
     def generator_losses(self, G: nn.Module, D: nn.Module, batch: dict, out: dict,
                          gan_loss: GANLoss) -> dict[str, torch.Tensor]:
-        terms = super().generator_losses(G, D, batch, out, gan_loss)
+        terms, pred_fake = self.adversarial_terms(D, batch, out, gan_loss)
         has_idt = "idt_B" in out
         weight = 0.5 if (self.published_weighting and has_idt) else 1.0
         if self.lambda_nce > 0:
-            nce = self.nce_per_image(out["enc_feats"], out["dec_feats"], out["pred_fake"].detach())  # [B]
+            nce = self.nce_per_image(out["enc_feats"], out["dec_feats"], pred_fake.logits.detach())  # [B]
             terms["NCE"] = weight * self.lambda_nce * nce.mean()
         if has_idt:
             terms["IDT"] = weight * self.lambda_idt * F.l1_loss(out["idt_B"], batch["B"])

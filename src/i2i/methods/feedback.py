@@ -18,7 +18,9 @@ through pinned memory (no host-device synchronisation in a training step).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from enum import Enum
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +51,7 @@ class TransferBlock(nn.Module):
         layers: list[nn.Module] = []
         if mode == "block":
             nl, chans = get_norm_layer(norm), [1, *widths, 1]
-            for i, (c_in, c_out) in enumerate(zip(chans[:-1], chans[1:])):
+            for i, (c_in, c_out) in enumerate(itertools.pairwise(chans)):
                 last = i == len(chans) - 2
                 layers += [nn.ConvTranspose2d(c_in, c_out, 3, 2, 1, output_padding=1), nl(c_out),
                            nn.Sigmoid() if last else nn.ReLU(True)]
@@ -182,13 +184,30 @@ def heatmap(m: torch.Tensor) -> torch.Tensor:
     return rgb * 2 - 1
 
 
+class Side(str, Enum):
+    """Which images the rows of a generator input are, so :class:`Feedback` can find their maps.
+
+    A ``str`` enum (equal to, and formatted as, its value) that also works on Python 3.10, which has no ``StrEnum``.
+    """
+
+    A = "A"  #: the batch's A images, followed by its B images when a method stacks [real_A; real_B] (identity)
+    B = "B"  #: the batch's B images
+    ENCODE = "encode"  #: a re-encoding of images pixel-aligned with the last ``A`` input (PatchNCE keys/queries)
+    REC = "rec"  #: cycle reconstructions: they get the placeholder map
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
 class Feedback(nn.Module):
     """Attention feedback into G's input, called by :meth:`Method.translate` / ``encode``.
 
-    Rows of G's input are matched to images by the batch: ``side="A"`` rows are the batch's A images, followed by
-    its B images when the method stacked ``[real_A; real_B]`` (identity); ``side="B"`` rows are B images;
-    ``side="encode"`` reuses the maps of the last ``A`` call (PatchNCE encodes images pixel-aligned with it);
-    any other side (``"rec"``: cycle reconstruction) and batches without crop parameters get the placeholder.
+    Rows of G's input are matched to images by the batch and the :class:`Side`: ``Side.A`` rows are the batch's A
+    images, followed by its B images when the method stacked ``[real_A; real_B]`` (identity); ``Side.B`` rows are B
+    images; ``Side.ENCODE`` reuses the maps of the last ``A`` call (PatchNCE encodes images pixel-aligned with it);
+    ``Side.REC`` (cycle reconstruction) and batches without crop parameters get the placeholder.
 
     Args:
         injection: ``rhp`` (x·(1 + T(M))) or ``alpha`` ([x, T(M)], G built with one more input channel).
@@ -199,18 +218,20 @@ class Feedback(nn.Module):
         cache_resolution: side of the stored full-frame maps.
         cache_device: ``auto`` | ``cpu``.
         test_placeholder: ``ones`` (the paper) or ``discriminator`` (D's map of the test input).
-        train_placeholder: what inputs without a map get during training (``ones``).
+        name: the preset's name (``pha_rhp``, ...).
     """
 
     def __init__(self, injection: str = "rhp", timing: str = "previous", transfer: str = "block",
                  transfer_widths: Sequence[int] = (64, 128), transfer_norm: str = "instance",
-                 cache_resolution: int = 64, cache_device: str = "auto", test_placeholder: str = "ones") -> None:
+                 cache_resolution: int = 64, cache_device: str = "auto", test_placeholder: str = "ones",
+                 name: str = "feedback") -> None:
         super().__init__()
         for key, value, allowed in (("injection", injection, INJECTIONS), ("timing", timing, TIMINGS),
                                     ("test_placeholder", test_placeholder, PLACEHOLDERS)):
             if value not in allowed:
                 raise ValueError(f"feedback.{key}={value!r}: use one of {', '.join(allowed)}")
         self.injection, self.timing, self.test_placeholder = injection, timing, test_placeholder
+        self.name = name
         self.transfer = TransferBlock(transfer_widths, transfer_norm, transfer)
         self.cache = AttentionCache(cache_resolution, cache_device) if timing == "previous" else None
         self.__dict__["_sources"] = {}  # side -> D (not registered: D belongs to the loop / the method)
@@ -228,7 +249,7 @@ class Feedback(nn.Module):
 
     # ------------------------------------------------------------------ rows
     @staticmethod
-    def _rows(batch: dict, side: str, n_rows: int) -> tuple[list[str], torch.Tensor, list[str]] | None:
+    def _rows(batch: dict, side: Side, n_rows: int) -> tuple[list[str], torch.Tensor, list[str]] | None:
         """(keys, params [rows, 5], domain per row) of G's input rows, or None when they cannot be matched."""
         other = {"A": "B", "B": "A"}[side]
         if f"{side}_params" not in batch or f"{side}_path" not in batch:
@@ -257,7 +278,7 @@ class Feedback(nn.Module):
         with torch.no_grad():
             for D, rows in groups.values():
                 sel = slice(rows[0], rows[-1] + 1) if rows == list(range(rows[0], rows[-1] + 1)) else rows
-                attn = D(x[sel])[1].float()
+                attn = D(x[sel]).attention.float()
                 out[sel] = F.interpolate(attn, size=size, mode="bilinear", align_corners=False) \
                     if attn.shape[-2:] != size else attn
         return out
@@ -270,15 +291,17 @@ class Feedback(nn.Module):
             self._vis.update(attn_M=M.detach(), attn_TM=w.detach())
         return x * (1 + w) if self.injection == "rhp" else torch.cat([x, w], 1)
 
-    def inject(self, x: torch.Tensor, batch: dict | None = None, side: str = "A", hflip: bool = False) -> torch.Tensor:
+    def inject(self, x: torch.Tensor, batch: dict | None = None, side: Side = Side.A,
+               hflip: bool = False) -> torch.Tensor:
         """G's input for ``x`` [rows, C, H, W]; ``hflip``: x is horizontally flipped w.r.t. the batch images."""
+        side = Side(side)  # a misspelt side fails here instead of silently getting the placeholder
         size = self._map_size(x)
-        if side == "encode" and "A" in self._last and self._last["A"].shape[0] >= x.shape[0]:
+        if side == Side.ENCODE and "A" in self._last and self._last["A"].shape[0] >= x.shape[0]:
             M = self._last["A"][: x.shape[0]]
         else:
-            rows = self._rows(batch, side, x.shape[0]) if batch is not None and side in ("A", "B") else None
+            rows = self._rows(batch, side, x.shape[0]) if batch is not None and side in (Side.A, Side.B) else None
             if rows is None:
-                return self.combine(x, torch.ones(x.shape[0], 1, *size, device=x.device), record=side == "A")
+                return self.combine(x, torch.ones(x.shape[0], 1, *size, device=x.device), record=side == Side.A)
             keys, params, domains = rows
             if self.timing == "previous":
                 M = self.cache.read(keys, params, size, tuple(x.shape[-2:]))
@@ -286,9 +309,9 @@ class Feedback(nn.Module):
                 M = self._discriminator_map(x, domains, size)
                 M = M.flip(3) if hflip else M  # stored in the delivered frame
             self._last[side] = M
-        return self.combine(x, M.flip(3) if hflip else M, record=side == "A")
+        return self.combine(x, M.flip(3) if hflip else M, record=side == Side.A)
 
-    def observe(self, attn: torch.Tensor, batch: dict, side: str = "A", hflip: bool = False,
+    def observe(self, attn: torch.Tensor, batch: dict, side: Side = Side.A, hflip: bool = False,
                 crop: tuple[int, int] | None = None) -> None:
         """D's map of the translation of the ``side`` images (``previous``: written to the cache after detaching).
 
@@ -299,8 +322,9 @@ class Feedback(nn.Module):
             hflip: the translation is flipped w.r.t. the batch images.
             crop: (H, W) of the images (default: the batch's ``side`` images).
         """
+        side = Side(side)
         attn = attn.detach().float()
-        if side == "A":
+        if side == Side.A:
             self._vis["attn_D"] = attn
         rows = self._rows(batch, side, attn.shape[0]) if self.cache is not None else None
         if rows is None:
@@ -317,7 +341,7 @@ class Feedback(nn.Module):
             D = D if D is not None else self._sources.get("A")
             if D is None:
                 raise RuntimeError("feedback.test_placeholder=discriminator needs the checkpoint's discriminator")
-            attn = D(x)[1].float()
+            attn = D(x).attention.float()
             M = F.interpolate(attn, size=size, mode="bilinear", align_corners=False)
         else:
             M = torch.ones(x.shape[0], 1, *size, device=x.device)

@@ -48,6 +48,7 @@ class QSAttn(CUT):
                  attention: str = "global", window: int = 7, num_attn_layers: int = 2, selection: str = "entropy",
                  selection_attention: str | None = None, routing: bool = True, routing_attention: str | None = None,
                  routing_domain: str = "cross", chunk_size: int = 512, **kwargs) -> None:
+        kwargs.setdefault("name", "qsattn")
         super().__init__(feature_channels, nce_layers, **kwargs)
         if attention not in MODES:
             raise ValueError(f"method.attention={attention!r}: use one of {', '.join(MODES)}")

@@ -2,8 +2,14 @@
 
 from i2i.metrics.cache import StatsCache, default_cache_dir
 from i2i.metrics.evaluate import METRICS, MetricSuite, evaluate_folders, write_metrics_json
-from i2i.metrics.features import (InceptionExtractor, MockExtractor, extract_features, list_images, make_extractor,
-                                  tensor_to_uint8)
+from i2i.metrics.features import (
+                                  InceptionExtractor,
+                                  MockExtractor,
+                                  extract_features,
+                                  list_images,
+                                  make_extractor,
+                                  tensor_to_uint8,
+)
 from i2i.metrics.fid import frechet_distance
 from i2i.metrics.kid import kid
 from i2i.metrics.prdc import precision_recall

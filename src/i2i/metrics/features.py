@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from i2i.data.errors import DataError
-from i2i.utils.images import to_uint8
 from i2i.metrics.inception import FIDInceptionV3, file_sha256, load_fid_inception, preprocess, resolve_weights
 from i2i.metrics.progress import progress_bar
+from i2i.utils.images import to_uint8
 
 IMAGE_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 FID_PROTOCOL = ("pytorch-fid: PIL RGB uint8 -> float/255, F.interpolate bilinear 299x299 align_corners=False "

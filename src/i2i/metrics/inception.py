@@ -276,7 +276,7 @@ def load_fid_inception(path: str | os.PathLike) -> FIDInceptionV3:
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a plain state dict"
+        except Exception as e:
             raise _bad(path, f"not a weights_only state dict ({type(e).__name__})") from None
         if not isinstance(sd, dict):
             raise _bad(path, "not a state dict")

@@ -9,8 +9,8 @@
   (a hard-coded resize to ``s2``); here the coarse path is resized to the skip path's size, so any input whose
   side is a multiple of 8 (≥ 32) works.
 
-Both return ``(logits [B, 1, h, w], attention [B, 1, h', w'])``; :meth:`i2i.methods.base.Method.discriminate`
-uses only the logits.
+Both return :class:`~i2i.models.discriminators.DOutput` with the logits [B, 1, h, w] and the attention
+[B, 1, h', w'].
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from i2i.models.discriminators import PatchGAN
-from i2i.models.layers import get_norm_layer
+from i2i.models.discriminators import Discriminator, DOutput, PatchGAN
+from i2i.models.layers import get_norm_layer, init_weights
 
 NORMALIZE = ("image", "batch", "none")
 
@@ -57,7 +57,7 @@ class PHA(PatchGAN):
     is taken at the block's output — published: the third block, 256×32×32 for a 256 input.
 
     Args:
-        input_nc, ndf, n_layers, norm, antialias: as :class:`PatchGAN`.
+        input_nc, ndf, n_layers, norm, antialias, init_type, init_gain: as :class:`PatchGAN`.
         attn_layer: 1-based conv block whose activations form the map (published 3; the paper text says 4).
         normalize: ``image`` | ``batch`` | ``none`` (see :func:`minmax`).
     """
@@ -65,8 +65,9 @@ class PHA(PatchGAN):
     returns_attention = True
 
     def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance",
-                 antialias: bool = True, attn_layer: int = 3, normalize: str = "image") -> None:
-        super().__init__(input_nc, ndf, n_layers, norm, antialias)
+                 antialias: bool = True, attn_layer: int = 3, normalize: str = "image", init_type: str | None = None,
+                 init_gain: float = 0.02) -> None:
+        super().__init__(input_nc, ndf, n_layers, norm, antialias, init_type, init_gain)
         convs = [i for i, m in enumerate(self.model) if isinstance(m, nn.Conv2d)]
         if not 1 <= attn_layer < len(convs):
             raise ValueError(f"discriminator.attn_layer={attn_layer}: use 1..{len(convs) - 1} "
@@ -76,17 +77,17 @@ class PHA(PatchGAN):
         self.attn_index = convs[attn_layer] - 1  # last module of the block = the module before the next conv
         self.attn_layer, self.normalize = attn_layer, normalize
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, C, H, W] -> (logits [B, 1, h, w], attention [B, 1, H/2^t, W/2^t] in [0, 1])."""
+    def forward(self, x: torch.Tensor) -> DOutput:
+        """[B, C, H, W] -> logits [B, 1, h, w], attention [B, 1, H/2^t, W/2^t] in [0, 1]."""
         h, attn = x, None
         for i, module in enumerate(self.model):
             h = module(h)
             if i == self.attn_index:
                 attn = h.abs().mean(1, keepdim=True)  # [B, C_t, h_t, w_t] -> [B, 1, h_t, w_t]
-        return h, minmax(attn, self.normalize)
+        return DOutput(h, minmax(attn, self.normalize))
 
 
-class TAM(nn.Module):
+class TAM(Discriminator):
     """Discriminator with a trainable attention module (published ``AttnDiscriminator``, size-agnostic).
 
     Layout (ndf = 64, 256 input): ``fe`` Conv(k4, s2)+LReLU -> 64×128²; trunk 2 × [Conv(s2)+norm+LReLU] -> 256×32²;
@@ -104,12 +105,14 @@ class TAM(nn.Module):
             ``batch``: the published global min–max; ``image``).
         coarse: run the mid convs of the mask branch one pooling lower (a real coarse path at any size); False
             keeps them at the skip resolution (what the published resize to ``s2 = input/8`` amounts to).
+        init_type, init_gain: as :class:`~i2i.models.discriminators.PatchGAN`.
     """
 
     returns_attention = True
 
     def __init__(self, input_nc: int = 3, ndf: int = 64, norm: str = "instance", mask_norm: str = "batch",
-                 normalize: str = "none", coarse: bool = False) -> None:
+                 normalize: str = "none", coarse: bool = False, init_type: str | None = None,
+                 init_gain: float = 0.02) -> None:
         super().__init__()
         if normalize not in NORMALIZE:
             raise ValueError(f"discriminator.normalize={normalize!r}: use one of {', '.join(NORMALIZE)}")
@@ -120,7 +123,7 @@ class TAM(nn.Module):
         self.fe = nn.Sequential(nn.Conv2d(input_nc, c1, 4, 2, 1), nn.LeakyReLU(0.2, True))
         self.trunk = nn.Sequential(nn.Conv2d(c1, c1 * 2, 4, 2, 1, bias=bias), nl(c1 * 2), nn.LeakyReLU(0.2, True),
                                    nn.Conv2d(c1 * 2, c4, 4, 2, 1, bias=bias), nl(c4), nn.LeakyReLU(0.2, True))
-        conv = lambda: nn.Conv2d(c1, c1, 3, 1, 1, bias=False)  # noqa: E731
+        conv = lambda: nn.Conv2d(c1, c1, 3, 1, 1, bias=False)
         self.down = nn.Sequential(nn.MaxPool2d(3, 2, 1), conv(), nn.ReLU(True),
                                   nn.MaxPool2d(3, 2, 1), conv(), nn.ReLU(True))
         self.skip = nn.Sequential(conv(), nn.ReLU(True))
@@ -131,9 +134,11 @@ class TAM(nn.Module):
                                   nn.Conv2d(c4, c4, 1, bias=False), nn.Sigmoid())
         self.head = nn.Sequential(nn.Conv2d(c4, c4 * 2, 4, 1, 1, bias=bias), nl(c4 * 2), nn.LeakyReLU(0.2, True),
                                   nn.Conv2d(c4 * 2, 1, 4, 1, 1))
+        if init_type is not None:
+            init_weights(self, init_type, init_gain)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, C, H, W] -> (logits [B, 1, H/8 - 2, W/8 - 2], attention [B, 1, H/8, W/8])."""
+    def forward(self, x: torch.Tensor) -> DOutput:
+        """[B, C, H, W] -> logits [B, 1, H/8 - 2, W/8 - 2], attention [B, 1, H/8, W/8]."""
         f = self.fe(x)                                           # [B, ndf, H/2, W/2]
         trunk = self.trunk(f)                                    # [B, 4ndf, H/8, W/8]
         d = self.down(f)                                         # [B, ndf, H/8, W/8]
@@ -144,4 +149,4 @@ class TAM(nn.Module):
         if mask.shape[-2:] != trunk.shape[-2:]:  # odd sizes: pooling and strided convs round differently
             mask = F.interpolate(mask, size=trunk.shape[-2:], mode="bilinear", align_corners=False)
         logits = self.head((mask + 1) * trunk)                   # Eq. 3: E = (A + 1) · T
-        return logits, minmax(mask.mean(1, keepdim=True), self.normalize)
+        return DOutput(logits, minmax(mask.mean(1, keepdim=True), self.normalize))

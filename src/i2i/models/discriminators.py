@@ -7,13 +7,38 @@ with ``antialias=False`` it is the classic 70x70 PatchGAN.
 
 from __future__ import annotations
 
+from typing import ClassVar, NamedTuple
+
 import torch
 from torch import nn
 
-from i2i.models.layers import Downsample, get_norm_layer
+from i2i.models.layers import Downsample, get_norm_layer, init_weights
 
 
-class PatchGAN(nn.Module):
+class DOutput(NamedTuple):
+    """What every discriminator returns.
+
+    Attributes:
+        logits: real/fake logits (no sigmoid), [B, 1, h, w].
+        attention: spatial attention map in [0, 1], [B, 1, h', w'], from an attention discriminator
+            (``returns_attention``); None otherwise.
+    """
+
+    logits: torch.Tensor
+    attention: torch.Tensor | None = None
+
+
+class Discriminator(nn.Module):
+    """Base of the discriminators: ``forward(x [B, C, H, W]) -> DOutput``.
+
+    Attributes:
+        returns_attention: whether :attr:`DOutput.attention` is set (what discriminator feedback needs).
+    """
+
+    returns_attention: ClassVar[bool] = False
+
+
+class PatchGAN(Discriminator):
     """N-layer PatchGAN returning a map of real/fake logits (no sigmoid).
 
     Args:
@@ -22,13 +47,16 @@ class PatchGAN(nn.Module):
         n_layers: number of downsampling conv blocks (3 is the published ``basic`` D).
         norm: ``instance`` | ``batch`` | ``none``.
         antialias: blur-pool downsampling.
+        init_type: initialise the weights as the published ``init_weights`` (``xavier`` | ``normal`` | ``kaiming`` |
+            ``orthogonal``); None keeps PyTorch's default initialisation.
+        init_gain: gain / std of that initialisation.
 
     Shape:
         [B, input_nc, 256, 256] -> [B, 1, 30, 30] (n_layers 3, either variant).
     """
 
     def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance",
-                 antialias: bool = True) -> None:
+                 antialias: bool = True, init_type: str | None = None, init_gain: float = 0.02) -> None:
         super().__init__()
         norm_layer = get_norm_layer(norm)
         use_bias = norm != "batch"
@@ -50,7 +78,9 @@ class PatchGAN(nn.Module):
         seq += [nn.Conv2d(ndf * prev, ndf * mult, kw, 1, padw, bias=use_bias), norm_layer(ndf * mult),
                 nn.LeakyReLU(0.2, True), nn.Conv2d(ndf * mult, 1, kw, 1, padw)]
         self.model = nn.Sequential(*seq)
+        if init_type is not None:
+            init_weights(self, init_type, init_gain)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] -> logits [B, 1, h, w]."""
-        return self.model(x)
+    def forward(self, x: torch.Tensor) -> DOutput:
+        """[B, C, H, W] -> logits [B, 1, h, w] (no attention)."""
+        return DOutput(self.model(x))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from i2i.models.layers import Downsample, Upsample, get_norm_layer
+from i2i.models.layers import Downsample, Upsample, get_norm_layer, init_weights
 
 
 def _pad(padding_type: str, size: int) -> tuple[list[nn.Module], int]:
@@ -62,6 +62,9 @@ class ResnetGenerator(nn.Module):
         antialias_up: blurred upsampling (CUT default); False gives transposed convs.
         use_dropout: dropout in the residual blocks (published default: off).
         padding_type: ``reflect`` | ``replicate`` | ``zero`` for the residual blocks.
+        init_type: initialise the weights as the published ``init_weights`` (``xavier`` | ``normal`` | ``kaiming`` |
+            ``orthogonal``); None keeps PyTorch's default initialisation.
+        init_gain: gain / std of that initialisation.
 
     Shape:
         [B, input_nc, H, W] -> [B, output_nc, H, W] for H, W divisible by 4.
@@ -69,9 +72,10 @@ class ResnetGenerator(nn.Module):
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
                  norm: str = "instance", antialias: bool = True, antialias_up: bool = True,
-                 use_dropout: bool = False, padding_type: str = "reflect") -> None:
+                 use_dropout: bool = False, padding_type: str = "reflect", init_type: str | None = None,
+                 init_gain: float = 0.02) -> None:
         super().__init__()
-        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "init_type", "init_gain")}
         if n_blocks < 0:
             raise ValueError(f"generator.n_blocks={n_blocks} must be >= 0")
         self.input_nc, self.output_nc, self.ngf, self.n_blocks = input_nc, output_nc, ngf, n_blocks
@@ -99,6 +103,8 @@ class ResnetGenerator(nn.Module):
                           norm_layer(c_out), nn.ReLU(True)]
         model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*model)
+        if init_type is not None:
+            init_weights(self, init_type, init_gain)
 
     def forward(self, x: torch.Tensor, layers: Sequence[int] = (), encode_only: bool = False):
         """Translate ``x`` and optionally return intermediate features.

@@ -1,14 +1,16 @@
 """The patch-sampler seam.
 
-A sampler is a callable ``sampler(feat_k, feat_q, num_patches, ctx) -> (k, q)``: it receives the key features
-(source image) and query features (translated image) of one layer, both [B, C, H, W], and returns the patch
-vectors to contrast, both [B, N, C] (gathered at shared locations, or routed through attention). Samplers
-are separate from the loss so that any method can use any sampler (CUT + DAG, QS-Attn + DAG).
+A sampler (:class:`PatchSampler`) is a callable ``sampler(feat_k, feat_q, num_patches, ctx) -> (k, q)``: it
+receives the key features (source image) and query features (translated image) of one layer, both [B, C, H, W],
+and returns the patch vectors to contrast, both [B, N, C] (gathered at shared locations, or routed through
+attention). Samplers are separate from the loss so that any method can use any sampler (CUT + DAG, QS-Attn + DAG);
+a sampler config is a ``_target_`` node (configs/method/sampler/).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -24,6 +26,23 @@ class SampleContext:
 
     layer_pos: int = 0
     score_map: torch.Tensor | None = None
+
+
+@runtime_checkable
+class PatchSampler(Protocol):
+    """What a method may call a sampler with, and what the sampler needs from it.
+
+    Attributes:
+        needs_score_map: the sampler reads ``ctx.score_map`` (D's detached logits on the translated image, one
+            map per feature row); a method that uses such a sampler must pass it.
+    """
+
+    needs_score_map: ClassVar[bool]
+
+    def __call__(self, feat_k: torch.Tensor, feat_q: torch.Tensor, num_patches: int,
+                 ctx: SampleContext | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and queries [B, C, H, W] each -> patch vectors ([B, N, C], [B, N, C])."""
+        ...
 
 
 def _contiguous_grad(g: torch.Tensor) -> torch.Tensor:

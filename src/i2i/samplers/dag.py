@@ -57,9 +57,9 @@ class DAGSampler:
 
     def __init__(self, k: float = 4, beta: float = 0.5, candidates: CandidateDraw | None = None) -> None:
         if k < 1:
-            raise ValueError(f"method.sampler_options.k={k}: the oversampling ratio must be >= 1 (paper: 4)")
+            raise ValueError(f"method.sampler.k={k}: the oversampling ratio must be >= 1 (paper: 4)")
         if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"method.sampler_options.beta={beta}: the importance ratio must lie in [0, 1] (paper: 0.5)")
+            raise ValueError(f"method.sampler.beta={beta}: the importance ratio must lie in [0, 1] (paper: 0.5)")
         self.k, self.beta = k, beta
         self.candidates = candidates or uniform_candidates
 

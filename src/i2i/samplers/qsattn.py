@@ -233,6 +233,8 @@ class QSAttnSampler:
         chunk_size: rows per chunk of the global selection score; 0 = straightforward full matrices.
     """
 
+    needs_score_map = False
+
     def __init__(self, selection: str = "entropy", selection_attention: str = "global",
                  routing_attention: str | None = "global", routing_domain: str = "cross", window: int = 7,
                  chunk_size: int = 512) -> None:

@@ -16,6 +16,8 @@ class RandomSampler:
             published code does (False, default).
     """
 
+    needs_score_map = False
+
     def __init__(self, per_image: bool = False) -> None:
         self.per_image = per_image
 
