@@ -22,6 +22,7 @@ PATHS = ["paths.datasets_dir=/datasets", "paths.checkpoints_dir=/checkpoints", "
 
 def compositions(config_dir: Path = CONFIGS) -> dict[str, tuple[str, list[str]]]:
     """Name -> (root config, overrides) of everything that is compared."""
+    config_dir = Path(config_dir)
     out: dict[str, tuple[str, list[str]]] = {"train": ("train", []), "test": ("test", ["ckpt=/run"]),
                                              "compare": ("compare", []), "export": ("export", ["ckpt=/run"])}
     for path in sorted((config_dir / "experiment").glob("*.yaml")):

@@ -429,6 +429,22 @@ def _published_ids(feat: torch.Tensor, kind: str, n: int = 256) -> torch.Tensor:
     return torch.sort((attn * prob).sum(2), dim=1, stable=True).indices[:, :n]
 
 
+def _logits64(feat: torch.Tensor, kind: str) -> torch.Tensor:
+    """Attention logits in float64 of (float32 or float64) features: [B, HW, HW] global, [B, HW, 49] local 7×7."""
+    x = flat(feat.double())
+    if kind == "global":
+        return torch.bmm(x, x.transpose(1, 2))
+    nb = torch.nn.functional.unfold(feat.double(), 7, padding=3).view(feat.shape[0], feat.shape[1], 49, -1)
+    return torch.einsum("blc,bckl->blk", x, nb)
+
+
+def _off_boundary(entropy: torch.Tensor, ids: set[int], n: int) -> float:
+    """Largest relative distance of ``entropy[ids]`` from the n-th smallest entropy (0 for no ids; tiny values are
+    compared on an absolute 1e-30 floor, where float32 entropies are 0)."""
+    boundary = entropy.sort().values[n - 1].item()
+    return max((abs(entropy[j].item() - boundary) / max(boundary, 1e-30) for j in ids), default=0.0)
+
+
 @pytest.fixture(scope="module")
 def generator_features():
     """Encoder features at the QS-Attn layers (12, 16) of the published generator (ResNet-9, ngf 64, xavier 0.02)
@@ -475,6 +491,13 @@ def test_chunked_selection_equals_straightforward_on_real_generator_features(gen
             outs.append(k)
         assert torch.equal(outs[0], outs[1]), (layer, kind)  # same ids, same order, ties included
         assert torch.equal(outs[0], torch.stack([flat(feat)[i, lean[i]] for i in range(2)]))
+        # against the exact (float64, cancellation-free) selection: the same set up to ties at float32 resolution
+        # (a 4096-term float32 entropy is good to ~3e-5 relative);
+        # the published formula (float32 softmax, then -log) may swap ids whose entropies differ by ~1e-3 relative
+        # at the boundary (seen: 0.32723 vs 0.32761 at layer 16), never more
+        exact = _exact_entropy(_logits64(feat, kind))  # [B, HW]
         published = _published_ids(feat, kind)
         for i in range(2):
-            assert set(lean[i].tolist()) == set(published[i].tolist()), (layer, kind, i)
+            chosen, best = set(lean[i].tolist()), set(exact[i].argsort()[:256].tolist())
+            assert _off_boundary(exact[i], chosen ^ best, 256) <= 1e-4, (layer, kind, i)
+            assert _off_boundary(exact[i], chosen ^ set(published[i].tolist()), 256) <= 2e-3, (layer, kind, i)
