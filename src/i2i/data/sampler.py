@@ -17,11 +17,30 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from typing import Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from i2i.data.errors import DataError
+
+
+class TrainingDataset(Protocol):
+    """What the training loader needs of a dataset besides ``__len__`` / ``__getitem__``.
+
+    :class:`i2i.data.unaligned.UnpairedDataset` implements it; a training dataset subclasses it (or implements
+    both methods).
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict: ...
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each epoch's loader is built (epoch-dependent augmentation, e.g. the no-crop phase)."""
+
+    def note_skipped(self, problems: list[str]) -> None:
+        """Called in the main process with the files a loader worker skipped (``data.on_error=skip``)."""
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -127,7 +146,7 @@ class EpochLoader:
       traceback would make interpreter shutdown wait on it forever.
     """
 
-    def __init__(self, loader: DataLoader, dataset: Dataset) -> None:
+    def __init__(self, loader: DataLoader, dataset: TrainingDataset) -> None:
         self.loader, self.dataset = loader, dataset
 
     def __len__(self) -> int:
@@ -135,12 +154,11 @@ class EpochLoader:
 
     def __iter__(self) -> Iterator[dict]:
         it = iter(self.loader)
-        note = getattr(self.dataset, "note_skipped", None)
         try:
             for batch in it:
-                skipped = batch.pop("skipped", None) if isinstance(batch, dict) else None
-                if note is not None and skipped:
-                    note([line for text in skipped for line in text.splitlines()])
+                skipped = batch.pop("skipped", None)
+                if skipped:
+                    self.dataset.note_skipped([line for text in skipped for line in text.splitlines()])
                 yield batch
         finally:
             shutdown = getattr(it, "_shutdown_workers", None)  # what the iterator's __del__ calls; idempotent
@@ -149,7 +167,7 @@ class EpochLoader:
 
 
 def build_loader(
-    dataset: Dataset,
+    dataset: TrainingDataset,
     batch_size: int,
     num_workers: int = 0,
     seed: int = 0,
@@ -163,7 +181,7 @@ def build_loader(
 ) -> EpochLoader:
     """The batches of one epoch (build one per epoch).
 
-    Calls ``dataset.set_epoch(epoch)`` when the dataset has it BEFORE the loader exists, so workers
+    Calls ``dataset.set_epoch(epoch)`` BEFORE the loader exists, so workers
     (not persistent: they copy the dataset at ``iter(loader)``) see the right epoch; call
     ``set_no_crop`` likewise before building. The loader gets its own ``torch.Generator`` so that
     creating an iterator does not consume the global torch RNG (which would make a resumed run
@@ -180,8 +198,7 @@ def build_loader(
     Returns:
         :class:`EpochLoader` yielding ``steps_per_epoch - start_step`` batches of exactly ``batch_size``.
     """
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
+    dataset.set_epoch(epoch)
     sampler = EpochSampler(len(dataset), batch_size, seed, epoch, rank, world_size, start_step, shuffle)
     extra = {"prefetch_factor": prefetch_factor} if num_workers > 0 and prefetch_factor else {}
     loader = DataLoader(
