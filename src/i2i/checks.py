@@ -5,13 +5,12 @@ their channels against the checkpoint. Each problem is one :class:`~i2i.errors.C
 
 from __future__ import annotations
 
-import contextlib
 import errno
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from i2i.errors import ConfigError, RunDirError
+from i2i.errors import UNWRITABLE_ERRNOS, ConfigError, write_errors
 
 
 def check_output_dir(path: str | Path, key: str, value: Any = None) -> None:
@@ -30,20 +29,11 @@ def check_output_dir(path: str | Path, key: str, value: Any = None) -> None:
                           f"another {key} (or move the file away)")
 
 
-#: OSError numbers that mean "this output cannot be written"
-_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
-
-
-@contextlib.contextmanager
 def output_errors(out_dir: str | Path, key: str = "out_dir"):
-    """Turn an OSError of a full or unwritable output directory into one :class:`RunDirError` line naming ``key``."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno not in _WRITE_ERRNOS:
-            raise
-        raise RunDirError(f"{e.filename or out_dir}: cannot write ({e.strerror}) — free disk space or fix the "
-                          f"permissions of {out_dir}, or choose another {key}; files written before are kept") from None
+    """Turn an OSError of a full or unwritable output directory (or a file in the way: EEXIST) into one
+    :class:`~i2i.errors.RunDirError` line naming ``key``."""
+    return write_errors(out_dir, f"free disk space or fix the permissions of {out_dir}, or choose another {key}; "
+                        "files written before are kept", UNWRITABLE_ERRNOS | {errno.EEXIST})
 
 
 def run_dataset(run_data: Mapping[str, Any] | None, ckpt: str) -> dict:

@@ -7,7 +7,6 @@ process trains in it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import errno
 import fcntl
@@ -18,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
-from i2i.errors import ConfigError, RunDirError
+from i2i.errors import ConfigError, RunDirError, write_errors
 
 #: what a training run writes into its directory (a directory holding only these and no checkpoint is restartable)
 OWNED = frozenset({".hydra", "ckpt", "samples", "tb", "stats.jsonl", "metrics.jsonl", ".lock"})
@@ -209,18 +208,7 @@ def record_resume(run_dir: Path, step: int, source: Path, changes: dict[str, tup
         print(f"i2i: resume changes {k}: {old!r} -> {new!r}", file=sys.stderr)
 
 
-#: OSError numbers that mean "this directory cannot be written" (no permission, full disk or quota, read-only)
-_DISK_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR}
-
-
-@contextlib.contextmanager
 def disk_errors(run_dir: Path):
     """Turn an OSError of a full or unwritable run directory into one :class:`RunDirError` line."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno not in _DISK_ERRNOS:
-            raise
-        raise RunDirError(f"{e.filename or run_dir}: cannot write ({e.strerror}) — free disk space or fix the "
-                          f"permissions of {run_dir} (or choose another paths.checkpoints_dir), then continue with "
-                          "resume=auto; the last complete checkpoint is kept") from None
+    return write_errors(run_dir, f"free disk space or fix the permissions of {run_dir} (or choose another "
+                        "paths.checkpoints_dir), then continue with resume=auto; the last complete checkpoint is kept")
