@@ -89,11 +89,11 @@ class CycleGAN(Method):
 
     @classmethod
     def create(cls, parts: Parts, **options) -> CycleGAN:
-        """F = ``G_BA`` and ``D_A`` are built like the loop's G and D (same configs, initialised)."""
+        """``G_BA`` and ``D_A`` are built like the loop's G and D (same configs, initialised)."""
         return cls(parts.new_generator(), parts.new_discriminator(), **options)
 
     def optimizer_modules(self) -> dict[str, list[nn.Module | None]]:
-        """F = ``G_BA`` with the loop's generator Adam, ``D_A`` with its discriminator Adam (as published)."""
+        """``G_BA`` with the loop's generator Adam, ``D_A`` with its discriminator Adam (as published)."""
         groups = super().optimizer_modules()
         groups["G"].append(self.G_BA)
         groups["D"].append(self.D_A)
