@@ -116,3 +116,28 @@ def test_cut_batch_negatives_keep_the_x_and_y_terms_apart():
                                                              0.07, "batch", -10.0).mean()
     for name in per_term:
         torch.testing.assert_close(terms[name].double(), 0.5 * per_term[name] / len(layers), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_terms_seam_replaces_the_loss_and_adds_terms():
+    """A subclass's ``layer_terms``: its "NCE" replaces PatchNCE (weighted λ_NCE, halved with the identity rows);
+    another name is logged as the mean over the X rows, unweighted, averaged over the layers."""
+    from i2i.methods.cut import CUT
+    from i2i.models.discriminators import PatchGAN
+    from i2i.models.generators import ResnetGenerator
+
+    class Seam(CUT):
+        def layer_terms(self, q, k, ctx, groups=1):
+            rows = torch.arange(q.shape[0], dtype=q.dtype)  # [2B]: 0, 1 (X rows), 2, 3 (identity rows)
+            return {"NCE": rows + ctx.layer_pos, "extra": 10.0 * rows + 0 * q.sum()}
+
+    torch.manual_seed(0)
+    G, D = ResnetGenerator(ngf=4, n_blocks=2), PatchGAN(ndf=4)
+    layers = (0, 4, 8)
+    method = Seam(G.feature_channels(layers), nce_layers=layers, num_patches=6, nc=8, lambda_nce=2.0)
+    batch = {"A": torch.randn(2, 3, 32, 32), "B": torch.randn(2, 3, 32, 32)}
+    terms = method.generator_losses(G, D, batch, method.forward_G(G, batch), GANLoss("lsgan"))
+    # NCE: 0.5 * λ * mean over X rows of (row + mean layer pos 1) = 0.5 * 2 * (0.5 + 1); NCE_Y: rows 2, 3
+    assert terms["NCE"].item() == pytest.approx(1.5)
+    assert terms["NCE_Y"].item() == pytest.approx(3.5)
+    assert terms["extra"].item() == pytest.approx(5.0)
+    assert set(terms) == {"G_GAN", "NCE", "NCE_Y", "extra"}

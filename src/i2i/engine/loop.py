@@ -6,6 +6,7 @@ the GAN step (:meth:`Trainer.train_step`; ``method.update_order`` decides whethe
     out = method.forward_G(G, batch)            # one generator pass for real A (and real B for identity)
     D step: backward(sum(method.discriminator_losses(...))); opt_D.step()
     G step: backward(sum(method.generator_losses(...)));     opt_G.step(); opt_F.step()
+    (a method's own phase P: backward(sum(method.phase_losses(P, ...))); opt_P.step())
 
 and the maintenance: scalars every ``log_every`` steps, a sample grid every ``sample_every``, ``ckpt/last.pt``
 every ``ckpt_every``, and at the end of an epoch its snapshot and the evaluation. One object each does the rest:
@@ -142,6 +143,9 @@ class Trainer:
                            "opt_D": make_optimizer(self.params_D, lr=cfg.lr_d, **fused)}
         if groups["F"]:
             self.optimizers["opt_F"] = make_optimizer(groups["F"], lr=cfg.lr_f, **fused)
+        self.params_phase = {p: groups[p] for p in self.method.extra_phases}  # the method's own phases
+        for phase, params in self.params_phase.items():
+            self.optimizers[f"opt_{phase}"] = make_optimizer(params, lr=cfg.lr_f, **fused)
         self.opt_G, self.opt_D, self.opt_F = (self.optimizers.get(k) for k in ("opt_G", "opt_D", "opt_F"))
         self.base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
 
@@ -265,17 +269,23 @@ class Trainer:
             out = self.method.forward_G(self.G, batch)
         terms_all = {}
         for phase in self.method.update_order:
-            if phase == "D":
-                _set_requires_grad(self.params_D, True)
-                with self.autocast():
+            _set_requires_grad(self.params_D, phase == "D")
+            for own, params in self.params_phase.items():  # a phase's modules learn in that phase only
+                _set_requires_grad(params, phase == own)
+            with self.autocast():
+                if phase == "D":
                     terms = self.method.discriminator_losses(self.D, batch, out, self.gan_loss)
-                self._backward_step(terms, [self.opt_D])
-            else:
-                _set_requires_grad(self.params_D, False)
-                with self.autocast():
+                elif phase == "G":
                     terms = self.method.generator_losses(self.G, self.D, batch, out, self.gan_loss)
+                else:
+                    terms = self.method.phase_losses(phase, self.G, self.D, batch, out, self.gan_loss)
+            if phase == "G":
                 self._backward_step(terms, [self.opt_G] + ([self.opt_F] if self.opt_F else []))
+            else:
+                self._backward_step(terms, [self.optimizers[f"opt_{phase}"]])
             terms_all.update(terms)
+        for params in self.params_phase.values():
+            _set_requires_grad(params, True)
         _set_requires_grad(self.params_D, True)
         self._accumulate(terms_all)
         return out

@@ -25,7 +25,10 @@ hook                      what it does (shapes: images [B, C, H, W] in [-1, 1], 
 ``visuals(batch, out)``   images for the sample grid, in column order.
 ``set_epoch(epoch)``      called before the first step of every (1-based) epoch.
 ``feedback_sources(D)``   the discriminators of domain A and B inputs (discriminator feedback).
-``update_order``          ``("D", "G")`` (CUT) or ``("G", "D")`` (CycleGAN).
+``update_order``          ``("D", "G")`` (CUT) or ``("G", "D")`` (CycleGAN); a method may add phases of its own.
+``phase_losses``          ``(phase, G, D, batch, out, gan_loss) -> {name: scalar}`` for such a phase (e.g. ``"N"``:
+                          a negative generator trained against the contrastive loss); its modules are listed
+                          under the phase's name in ``optimizer_modules()`` and stepped by their own Adam.
 ``compile_modules(**kw)`` speed lever ``train.compile``: compile the method's own networks in place (default:
                           every child module with parameters, except the feedback block).
 ``inference_state_dict()``  what inference needs of the method's state (default: the feedback block's).
@@ -49,8 +52,11 @@ from i2i.losses.gan import GANLoss
 from i2i.methods.feedback import Side
 from i2i.models.discriminators import DOutput
 
-#: the optimizers a method's modules can be stepped by (``optim.lr_g``, ``optim.lr_d``, ``optim.lr_f``)
+#: the optimizers a method's modules can be stepped by (``optim.lr_g``, ``optim.lr_d``, ``optim.lr_f``); a method's
+#: own phases (names in ``update_order`` besides "D" and "G") add one optimizer each, at ``optim.lr_f``
 OPTIMIZERS = ("G", "D", "F")
+#: the loop's two built-in phases
+BUILTIN_PHASES = ("D", "G")
 
 
 @dataclass(frozen=True)
@@ -98,10 +104,11 @@ class Method(nn.Module):
 
     Attributes:
         update_order: ``("D", "G")`` as CUT (D first, then G with the updated D) or ``("G", "D")`` as CycleGAN.
+            Any other name is a phase of the method's own (:meth:`phase_losses`), e.g. ``("D", "N", "G")``.
         feedback: optional input-injection module (set by the builder), see ``i2i.methods.feedback``.
     """
 
-    update_order: tuple[str, str] = ("D", "G")
+    update_order: tuple[str, ...] = ("D", "G")
 
     def __init__(self, lambda_gan: float = 1.0, name: str | None = None) -> None:
         super().__init__()
@@ -129,7 +136,9 @@ class Method(nn.Module):
 
         ``"G"``: stepped with the generator's Adam (a second generator, the feedback transfer block); ``"D"``: with
         the discriminator's (a second discriminator); ``"F"``: by the method's own Adam (projection heads, learning
-        rate ``optim.lr_f``). Every module with parameters must be listed exactly once (``None`` entries are
+        rate ``optim.lr_f``); the name of one of the method's own phases (:attr:`extra_phases`): stepped after that
+        phase's :meth:`phase_losses`, by an Adam of its own at ``optim.lr_f``. Every module with parameters must be
+        listed exactly once (``None`` entries are
         skipped): :meth:`param_groups` refuses a parameter that is in no group or in two, so a new module cannot
         end up in the wrong optimizer silently. Subclasses extend the lists of ``super().optimizer_modules()``.
         """
@@ -142,12 +151,18 @@ class Method(nn.Module):
             ValueError: a parameter of the method is in no group, or in more than one, or a group is unknown.
         """
         declared = self.optimizer_modules()
-        unknown = sorted(set(declared) - set(OPTIMIZERS))
+        known = OPTIMIZERS + self.extra_phases
+        unknown = sorted(set(declared) - set(known))
         if unknown:
             raise ValueError(f"{type(self).__name__}.optimizer_modules(): unknown optimizer {unknown[0]!r} — use "
-                             f"{', '.join(repr(o) for o in OPTIMIZERS)}")
+                             f"{', '.join(repr(o) for o in known)} (a phase of its own must be in update_order)")
+        bad = sorted(set(self.update_order) & {"F"}) or [p for p in self.update_order if not p.isidentifier()]
+        if bad or len(set(self.update_order)) != len(self.update_order) or \
+                not set(BUILTIN_PHASES) <= set(self.update_order):
+            raise ValueError(f"{type(self).__name__}.update_order={tuple(self.update_order)}: list 'D' and 'G' once "
+                             "each, and phases of its own by distinct names other than 'F'")
         groups = {name: [p for m in declared.get(name, []) if m is not None for p in m.parameters()]
-                  for name in OPTIMIZERS}
+                  for name in known}
         where: dict[int, str] = {}
         for name, params in groups.items():
             for p in params:
@@ -161,6 +176,23 @@ class Method(nn.Module):
                              f"{' ...' if len(missing) > 3 else ''} in no optimizer group — add their module to the "
                              "'G', 'D' or 'F' list")
         return groups
+
+    @property
+    def extra_phases(self) -> tuple[str, ...]:
+        """The method's own phases: the names in :attr:`update_order` besides ``"D"`` and ``"G"``."""
+        return tuple(p for p in self.update_order if p not in BUILTIN_PHASES)
+
+    def phase_losses(self, phase: str, G: nn.Module, D: nn.Module, batch: dict, out: dict,
+                     gan_loss: GANLoss) -> dict[str, torch.Tensor]:
+        """The loss terms of one of the method's own phases (``{name: scalar}``).
+
+        The loop backpropagates their sum and steps only that phase's optimizer (the modules listed under the
+        phase's name); the discriminator's and other phases' parameters are frozen meanwhile, and the phase's
+        own are frozen during the D and G steps. Inputs taken from ``out`` should be detached where G must not
+        learn from the phase (gradients reaching G here are discarded before G's step anyway).
+        """
+        raise NotImplementedError(f"{type(self).__name__} lists phase {phase!r} in update_order but does not "
+                                  "define phase_losses")
 
     def forward_G(self, G: nn.Module, batch: dict) -> dict:
         """Translate the batch. Returns at least ``fake_B`` [B, C, H, W]."""

@@ -130,11 +130,15 @@ class CUT(Method):
             with torch.no_grad():
                 score = torch.cat([score, D(out["idt_B"].detach()).logits])  # [2B, 1, h, w]
         # X and Y are separate terms: with batch negatives each draws negatives from its own images only
-        losses = self.nce_per_image(feats_k, feats_q, score_map=score, groups=2 if has_idt else 1)  # [B or 2B]
+        per_row = self.contrastive_terms(feats_k, feats_q, score_map=score, groups=2 if has_idt else 1)
         weight = 0.5 * self.lambda_nce if has_idt else self.lambda_nce
-        terms["NCE"] = weight * losses[:n].mean()
-        if has_idt:
-            terms["NCE_Y"] = weight * losses[n:].mean()
+        for name, losses in per_row.items():  # [B or 2B] each
+            if name != "NCE":  # a subclass's own term, weighted by it: on the X rows
+                terms[name] = losses[:n].mean()
+                continue
+            terms["NCE"] = weight * losses[:n].mean()
+            if has_idt:
+                terms["NCE_Y"] = weight * losses[n:].mean()
         return terms
 
     def encode(self, G: nn.Module, x: torch.Tensor, batch: dict | None = None,
@@ -145,21 +149,44 @@ class CUT(Method):
         return G(x, layers=self.nce_layers, encode_only=True)
 
     def compile_modules(self, **options) -> None:
-        """``train.compile``: the whole multilayer NCE loss (sampler, projection heads and PatchNCE) as one
+        """``train.compile``: the whole multilayer contrastive loss (sampler, projection heads and loss) as one
         compiled region, on top of the default (the heads, any second network)."""
         super().compile_modules(**options)
-        self.nce_per_image = torch.compile(self.nce_per_image, **options)
+        self.contrastive_terms = torch.compile(self.contrastive_terms, **options)
 
-    def nce_per_image(self, feats_k: list[torch.Tensor], feats_q: list[torch.Tensor],
-                      score_map: torch.Tensor | None = None, groups: int = 1) -> torch.Tensor:
-        """Mean over layers and patches of the PatchNCE loss, per image: [B].
+    def contrastive_terms(self, feats_k: list[torch.Tensor], feats_q: list[torch.Tensor],
+                          score_map: torch.Tensor | None = None, groups: int = 1) -> dict[str, torch.Tensor]:
+        """Mean over layers of :meth:`layer_terms`: ``{name: per-row loss [B]}`` (``"NCE"`` at least).
 
-        ``groups``: the batch is that many stacked terms (see :func:`~i2i.losses.patchnce.patch_nce_loss`).
+        ``groups``: the batch is that many stacked terms (CUT: the X rows, then the identity rows; see
+        :func:`~i2i.losses.patchnce.patch_nce_loss`).
         """
-        total = 0.0
+        totals: dict[str, torch.Tensor] = {}
         for pos, (fk, fq) in enumerate(zip(feats_k, feats_q)):
             ctx = SampleContext(layer_pos=pos, score_map=score_map)
             k, q = self.sampler_for(pos)(fk, fq, self.num_patches, ctx)  # [B, N, C] each
             k, q = self.heads(k, pos), self.heads(q, pos)
-            total = total + patch_nce_loss(q, k, self.tau, self.negatives, self.diagonal, groups).mean(1)
-        return total / len(feats_k)
+            for name, value in self.layer_terms(q, k, ctx, groups).items():
+                totals[name] = totals[name] + value if name in totals else value
+        return {name: total / len(feats_k) for name, total in totals.items()}
+
+    def nce_per_image(self, feats_k: list[torch.Tensor], feats_q: list[torch.Tensor],
+                      score_map: torch.Tensor | None = None, groups: int = 1) -> torch.Tensor:
+        """The contrastive loss per image, mean over layers and patches: [B]."""
+        return self.contrastive_terms(feats_k, feats_q, score_map, groups)["NCE"]
+
+    def layer_terms(self, q: torch.Tensor, k: torch.Tensor, ctx: SampleContext,
+                    groups: int = 1) -> dict[str, torch.Tensor]:
+        """The loss terms of one layer, per row: ``{"NCE": [B]}`` (PatchNCE, mean over the patches).
+
+        The seam for a new contrastive loss: override it to replace PatchNCE (return its per-row loss under
+        ``"NCE"``; CUT weights it by λ_NCE and splits the X and identity rows) or to add terms of the same
+        features (any other name: already weighted, CUT logs the mean over the X rows).
+
+        Args:
+            q: projected, L2-normalised queries [B, N, C] (translations; rows: X then identity Y).
+            k: projected, L2-normalised keys [B, N, C] (sources, not yet detached).
+            ctx: the layer's position and D's score map.
+            groups: how many stacked terms the rows are.
+        """
+        return {"NCE": patch_nce_loss(q, k, self.tau, self.negatives, self.diagonal, groups).mean(1)}
