@@ -167,6 +167,23 @@ def test_objective_weights_paper_and_published(published):
     assert torch.allclose(out["idt_B"], G(bt["B"]), atol=1e-5)  # the identity rows of the one G pass
 
 
+def test_dag_sampling_scores_each_direction_by_its_own_discriminator():
+    from i2i.samplers.dag import DAGSampler
+
+    G, D, method = tiny(SimDCL, sampler=DAGSampler(k=2, beta=0.5))
+    maps = []
+    sample = method.sampler.__call__
+    method.sampler = lambda fk, fq, n, ctx: (maps.append(ctx.score_map), sample(fk, fq, n, ctx))[1]
+    bt = batch()
+    out = method.forward_G(G, bt)
+    terms = method.generator_losses(G, D, bt, out, GANLoss("hinge"))
+    assert len(maps) == 8 and all(torch.isfinite(v) for v in terms.values())
+    with torch.no_grad():
+        assert all(torch.equal(m, D(out["fake_B"]).logits) for m in maps[:4])  # PatchNCE_X: D_Y(G(x))
+        assert all(torch.equal(m, method.D_A(out["fake_A"]).logits) for m in maps[4:])  # PatchNCE_Y: D_X(F(y))
+    assert not any(m.requires_grad for m in maps)
+
+
 def test_generator_hinge_margin_is_the_published_clipped_form():
     G, D, method = tiny(generator_hinge_margin=True)
     bt = batch()
