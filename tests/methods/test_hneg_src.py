@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from conftest import CONFIGS
 from i2i.build import ConfigError, build_discriminator, build_generator, build_method
 from i2i.cli.train import run_training
 from i2i.losses.gan import GANLoss
@@ -250,7 +251,9 @@ def test_experiments_carry_the_published_settings(compose, name, data, direction
     cfg = compose(f"experiment=hneg_src_{name}")
     assert (cfg.data.name, cfg.data.direction, cfg.train.n_epochs, cfg.train.n_epochs_decay) == (data, direction,
                                                                                                  200, 200)
-    assert cfg.gan_loss.mode == "lsgan" and cfg.train.batch_size == 1 and cfg.optim.lr_g == 2e-4
+    assert cfg.gan_loss.mode == "lsgan" and cfg.train.batch_size == 1
+    assert (cfg.optim.lr_g, cfg.optim.lr_d, cfg.optim.lr_f, tuple(cfg.optim.betas)) == (2e-4, 2e-4, 2e-4, (0.5, 0.999))
+    assert (cfg.data.load_size, cfg.data.crop_size, cfg.generator.ngf) == (286, 256, 64)
     m = cfg.method
     assert m._target_ == "i2i.methods.hneg_src.HnegSRC" and list(m.nce_layers) == [0, 4, 8, 12, 16]
     assert (m.lambda_gan, m.lambda_nce, m.lambda_src, m.nce_idt) == (1.0, 0.1, lambda_src, True)
@@ -260,6 +263,24 @@ def test_experiments_carry_the_published_settings(compose, name, data, direction
                                                                                           -10.0, False)
     assert (m.hard_negatives, m.hneg_weighting) == (True, "cosine")
     assert m.sampler._target_ == "i2i.samplers.random.RandomSampler"
+
+
+DOC = CONFIGS.parent / "docs" / "hneg_src.md"
+
+
+def test_the_documented_commands_build_what_they_say(compose):
+    lines = [ln.split("#")[0].split()[1:] for ln in DOC.read_text().splitlines() if ln.startswith("train experiment=")]
+    assert len(lines) == 5
+    built = {}
+    for overrides in lines:
+        cfg = compose(*overrides, "debug=smoke")
+        built[" ".join(overrides)] = build_method(cfg, build_generator(cfg.generator))
+    h2z, city = built["experiment=hneg_src_horse2zebra"], built["experiment=hneg_src_cityscapes"]
+    assert (h2z.hneg_weighting, h2z.hard_negatives, h2z.lambda_src, h2z.step_gamma_epoch) == ("cosine", True, 0.05, None)
+    assert (city.lambda_src, city.step_gamma_epoch) == (0.1, 200)
+    assert built["experiment=hneg_src_horse2zebra method.hard_negatives=false"].hard_negatives is False
+    assert built["experiment=hneg_src_horse2zebra method.hneg_weighting=importance"].hneg_weighting == "importance"
+    assert built["experiment=hneg_src_horse2zebra method.lambda_src=0"].lambda_src == 0
 
 
 @pytest.mark.parametrize("override,key", [("method.hneg_weighting=exp", "hneg_weighting"), ("method.gamma=0", "gamma"),
