@@ -191,6 +191,20 @@ def test_keys_and_weights_are_detached_and_the_queries_carry_both_gradients():
         assert torch.count_nonzero(gq) > 0, name
 
 
+def test_the_losses_run_in_float32_under_bf16_autocast_with_gradients_reaching_bf16_patches():
+    _, method = tiny()
+    q, k = (t.float() for t in patches(b=2))
+    plain = method.layer_terms(q, k, SampleContext())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = method.layer_terms(q, k, SampleContext())
+    for name in plain:  # the same bits: no bf16 matrix product inside
+        assert mixed[name].dtype == torch.float32 and torch.equal(mixed[name], plain[name]), name
+    qb = q.bfloat16().requires_grad_()
+    (grad,) = torch.autograd.grad(sum(v.sum() for v in method.layer_terms(qb, k.bfloat16(), SampleContext()).values()),
+                                  qb)
+    assert grad.dtype == torch.bfloat16 and torch.isfinite(grad).all() and torch.count_nonzero(grad) > 0
+
+
 def test_every_row_takes_its_weights_from_its_own_source_patches():
     _, method = tiny()
     q, k = (t.float() for t in patches(b=4))

@@ -203,8 +203,13 @@ class HnegSRC(CUT):
             ctx: the layer's position and D's score map (unused).
             groups: stacked terms in the rows (negatives are per image, so it does not matter here).
         """
-        log_w = relation_log_weights(k, self.current_gamma, self.diagonal) if self.hard_negatives else None
-        terms = {"NCE": hard_decoupled_nce_loss(q, k, log_w, self.tau, self.diagonal, self.hneg_weighting).mean(1)}
-        if self.lambda_src > 0:
-            terms["SRC"] = self.lambda_src * semantic_relation_jsd(q, k)
+        # similarities in float32 at least, autocast off: under bf16 a cosine carries ~3 digits, coarser than the
+        # relation differences SRC measures (the heads themselves run under autocast as in CUT)
+        with torch.autocast(q.device.type, enabled=False):
+            q, k = _wide(q), _wide(k)
+            log_w = relation_log_weights(k, self.current_gamma, self.diagonal) if self.hard_negatives else None
+            nce = hard_decoupled_nce_loss(q, k, log_w, self.tau, self.diagonal, self.hneg_weighting)  # [B, N]
+            terms = {"NCE": nce.mean(1)}
+            if self.lambda_src > 0:
+                terms["SRC"] = self.lambda_src * semantic_relation_jsd(q, k)
         return terms
