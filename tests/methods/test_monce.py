@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from conftest import CONFIGS
 from i2i.build import ConfigError, build_generator, build_method
 from i2i.cli.train import run_training
 from i2i.losses.monce import monce_log_weights, monce_loss, sinkhorn_log
@@ -246,6 +247,7 @@ def test_bad_options_give_one_line_naming_the_key_and_the_fix(compose, override,
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # two training steps through the whole stack, then i2i-test
 def test_smoke_trains_and_i2i_test_translates_with_its_checkpoint(compose, tmp_path):
     from i2i.cli.test import run_test
 
@@ -259,3 +261,15 @@ def test_smoke_trains_and_i2i_test_translates_with_its_checkpoint(compose, tmp_p
                   f"out_dir={tmp_path / 'out'}", config="test")
     out = run_test(cfg)
     assert len(list((out / "fake_B").glob("*.png"))) == 2
+
+
+DOC = CONFIGS.parent / "docs" / "monce.md"
+
+
+@pytest.mark.parametrize("override,attr,value", [("method.cost_type=easy", "cost_type", "easy"),
+                                                 ("method.detach_plan=true", "detach_plan", True),
+                                                 ("method.weight_scale=num_patches", "weight_scale", "num_patches")])
+def test_documented_overrides_build_the_documented_variant(compose, override, attr, value):
+    assert override in DOC.read_text()
+    cfg = compose("experiment=monce_horse2zebra", "debug=smoke", override)
+    assert getattr(build_method(cfg, build_generator(cfg.generator)), attr) == value

@@ -2,19 +2,20 @@
 
 InfoNCE whose negatives are reweighted by an optimal-transport plan between the queries and the keys::
 
-    L_i = -log  e^(q_i·k_i/τ) / ( e^(q_i·k_i/τ) + Σ_{j≠i} w_ij e^(q_i·k_j/τ) )
-    w   = Q · (N−1) · P,    P = Sinkhorn(exp(S/ε)),   S_ij = q_i·k_j ("hard") or 1 − q_i·k_j ("easy")
+    L_i = -log  e^(q_i·k_i/τ) / ( e^(q_i·k_i/τ) + Σ_{j≠i} w_ij e^(q_i·k_j/τ) + e^(d/τ) )
+    w   = Q · (N−1) · P + 1e-8,    P = Sinkhorn(exp(S/ε)),   S_ij = q_i·k_j ("hard") or 1 − q_i·k_j ("easy")
 
-P has unit row and column sums (each query's weights over its N−1 negatives average Q), so w ≡ Q recovers
-PatchNCE's denominator scaled by Q. As in the published code (fnzhan/MoNCE, CUT_MoNCE/models/monce.py and
-models/sinkhorn.py): the keys are detached (for the plan and for the loss), the queries are not (the gradient
-reaches them through the plan too, unless ``detach_plan``), the diagonal of S is written with the same cosine as
-the loss's diagonal (-10) before dividing by ε, 50 Sinkhorn iterations (u-update, then v-update, from v = 1),
-and 1e-8 is added to w before its logarithm. ``log(w)`` is added to the negative logits (the published code adds
-τ·log(w) to the cosines before dividing by τ: the same number).
+(d: the cosine CUT writes for a query's own key among its negatives, -10). P has unit row and column sums (each
+query's weights over its N−1 negatives average Q), so w ≡ 1 is PatchNCE.
+
+As in the published code (fnzhan/MoNCE, CUT_MoNCE/models/monce.py and models/sinkhorn.py): the keys are
+detached (for the plan and for the loss), the queries are not (the gradient reaches them through the plan too,
+unless ``detach_plan``), the diagonal of S is written with the same cosine d before dividing by ε, 50 Sinkhorn
+iterations (u-update, then v-update, from v = 1), and 1e-8 is added to w before its logarithm. ``log(w)`` is added
+to the negative logits (the published code adds τ·log(w) to the cosines before dividing by τ: the same number).
 
 The Sinkhorn iterations run in the log domain, so any ε works: exp(S/ε) of cosines/τ-sized costs at ε = 0.1 is
-e^140, past float32's range, while its logarithm is not. The iteration count is fixed (no data-dependent stopping
+e^143, past float32's range, while its logarithm is not. The iteration count is fixed (no data-dependent stopping
 test, no host-device synchronisation).
 """
 
@@ -52,6 +53,8 @@ def sinkhorn_log(log_k: torch.Tensor, iters: int = 50) -> torch.Tensor:
     Returns:
         log P [b, n, m].
     """
+    if iters < 1:
+        raise ValueError(f"iters={iters}: Sinkhorn needs at least one iteration")
     b, n, m = log_k.shape
     log_a = math.log(m / n)
     log_v = log_k.new_zeros(b, 1, m)  # [b, 1, m]
@@ -116,6 +119,9 @@ def monce_loss(q: torch.Tensor, k: torch.Tensor, tau: float = 0.07, eps: float =
     """
     if negatives not in ("image", "batch"):
         raise ValueError(f"negatives={negatives!r}: use 'image' or 'batch'")
+    if cost_type not in COST_TYPES or weight_scale not in WEIGHT_SCALES:
+        raise ValueError(f"cost_type={cost_type!r}, weight_scale={weight_scale!r}: use one of {COST_TYPES} and "
+                         f"one of {WEIGHT_SCALES}")
     b, n, c = q.shape
     dtype = torch.promote_types(q.dtype, torch.float32)
     with torch.autocast(q.device.type, enabled=False):  # the plan is sensitive to the cosines: float32 at least
