@@ -199,6 +199,24 @@ def test_gradient_reaches_queries_through_the_plan_unless_detached_and_never_the
     assert (q.grad - other).abs().max() > 1e-3
 
 
+def test_differentiable_plan_keeps_about_one_plan_for_backward_not_one_per_iteration():
+    """The 50 iterations are recomputed in the backward pass: what autograd keeps is a few [b, N, N] tensors."""
+    q0, k = correlated(2, 64, 16, seed=11, dtype=torch.float32)
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    q = q0.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = monce_loss(q, k, eps=0.1, iters=50).sum()
+    loss.backward()
+    plan_bytes = 2 * 64 * 64 * 4
+    assert sum(seen.values()) < 12 * plan_bytes  # not ~100 plans (two per iteration)
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
 # ---------------------------------------------------------------------------------------------- the method
 def test_layer_terms_is_monce_with_the_methods_options_and_reaches_the_heads():
     torch.manual_seed(0)

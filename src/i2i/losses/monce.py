@@ -16,7 +16,8 @@ to the negative logits (the published code adds τ·log(w) to the cosines before
 
 The Sinkhorn iterations run in the log domain, so any ε works: exp(S/ε) of cosines/τ-sized costs at ε = 0.1 is
 e^143, past float32's range, while its logarithm is not. The iteration count is fixed (no data-dependent stopping
-test, no host-device synchronisation).
+test, no host-device synchronisation). When the plan carries a gradient, the iterations are checkpointed: the
+backward pass recomputes them from log K instead of keeping two [b, n, n] tensors per iteration.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 #: cost types: how the cosines S of the plan are formed ("hard" favours similar negatives, "easy" dissimilar ones)
 COST_TYPES = ("hard", "easy")
@@ -84,7 +86,10 @@ def monce_log_weights(sim: torch.Tensor, eps: float = 0.1, cost_type: str = "har
     s = sim if cost_type == "hard" else 1.0 - sim
     eye = torch.eye(n, device=sim.device, dtype=torch.bool)
     log_k = s.masked_fill(eye, diagonal) / eps  # [b, n, n]
-    log_p = sinkhorn_log(log_k, iters)
+    if log_k.requires_grad:  # keep only log K for the backward pass and recompute the iterations there
+        log_p = checkpoint(sinkhorn_log, log_k, iters, use_reentrant=False, preserve_rng_state=False)
+    else:
+        log_p = sinkhorn_log(log_k, iters)
     factor = neg_term_weight * (n - 1 if scale is None else scale)
     log_qp = log_p + math.log(factor) if factor > 0 else torch.full_like(log_p, -math.inf)  # log(Q·scale·P)
     return torch.logaddexp(log_qp, torch.full_like(log_p, math.log(WEIGHT_FLOOR)))
