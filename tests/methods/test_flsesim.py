@@ -377,3 +377,17 @@ def test_loader_reads_a_real_full_size_torchvision_vgg16_file(tmp_path):
     torch.save(model.state_dict(), tmp_path / "vgg16.pth")
     net = load_vgg16(tmp_path / "vgg16.pth", ["relu5_3"])
     assert torch.equal(net.w28, model.features[28].weight.detach())
+
+
+DOC_OVERRIDES = [("method.loss_mode=l1", "loss_mode", "l1"), ("method.use_norm=true", "use_norm", True),
+                 ("method.keep_top=null", "keep_top", None), ("method.patch_size=16", "patch_size", 16),
+                 ("method.augment=false", "augment", False), ("method.lambda_spatial_idt=1.0", "lambda_spatial_idt", 1.0)]
+
+
+@pytest.mark.parametrize("override,attr,value", DOC_OVERRIDES)
+def test_documented_overrides_build_the_variant(compose, vgg_file, override, attr, value):
+    from conftest import CONFIGS
+
+    assert f"`{override}`" in (CONFIGS.parent / "docs" / "flsesim.md").read_text()
+    _, _, method = _method(compose, vgg_file, "lsesim_horse2zebra", override)
+    assert getattr(method, attr) == value and method.heads is not None

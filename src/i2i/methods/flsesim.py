@@ -16,7 +16,8 @@ other patches or of another image (the B image, flipped). In G's step the heads 
 Published code: lyndonzheng/F-LSeSim, models/sc_model.py (``SCModel``: phases, ``Spatial_Loss``, the VGG input
 normalisation), models/losses.py (``PatchSim``, ``SpatialCorrelativeLoss``, ``VGG16``), options/train_options.py
 and scripts/train_sc.sh (settings). Its choices that the paper does not spell out (the dot-product maps with
-``tanh``, the top-quarter mask, smooth L1) are the defaults here and keys; docs/flsesim.md lists them.
+``tanh``, the top-quarter mask, smooth L1) are the defaults here and keys; docs/flsesim.md lists them. The
+paper's section and equation numbers are given as the paper is organised and were not checked against its text.
 """
 
 from __future__ import annotations
