@@ -391,3 +391,39 @@ def test_documented_overrides_build_the_variant(compose, vgg_file, override, att
     assert f"`{override}`" in (CONFIGS.parent / "docs" / "flsesim.md").read_text()
     _, _, method = _method(compose, vgg_file, "lsesim_horse2zebra", override)
     assert getattr(method, attr) == value and method.heads is not None
+
+
+@pytest.mark.parametrize("mode", ["cos", "l1"])
+def test_spatial_loss_is_the_mean_over_layers_of_the_naive_distance_on_imagenet_normalised_vgg_input(
+        compose, tmp_path, vgg_state, mode, monkeypatch):
+    import i2i.methods.flsesim as flsesim
+
+    vgg_state = {k: v * 2 if k.endswith("weight") else v for k, v in vgg_state.items()}  # VGG-like magnitudes
+    torch.save(vgg_state, tmp_path / "vgg16.pth")
+    _, _, method = _method(compose, tmp_path / "vgg16.pth", "fsesim_horse2zebra", f"method.loss_mode={mode}",
+                           "method.use_norm=true")  # the saturated tanh maps of random weights hardly differ
+    calls = []
+    monkeypatch.setattr(flsesim, "sample_locations", lambda f, n: calls.append(f.shape) or torch.arange(
+        f.shape[2] * f.shape[3])[:n])  # every location, in order
+    batch = _batch(4)
+    src, tgt = batch["A"], batch["B"]
+    got = method.spatial_loss(src, tgt)
+    ref = make_layers(cfgs["D"]).double()
+    ref.load_state_dict({k[len("features."):]: v for k, v in vgg_state.items()})
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+    feats = []
+    with torch.no_grad():
+        for x in (src, tgt):
+            h, out = ((x.double() + 1) / 2 - mean) / std, []
+            for i, layer in enumerate(ref[:23]):
+                h = layer(h)
+                if i in (11, 18, 22):
+                    out.append(h)
+            feats.append(out)
+    naive = 0.0
+    for fs, ft in zip(*feats):
+        ids = torch.arange(fs.shape[2] * fs.shape[3])
+        naive += _naive_distance(_naive_maps(fs, ids, 64, True), _naive_maps(ft, ids, 64, True), mode, 0.25, False)
+    assert len(calls) == 3 and naive > 1e-2 and max(float(f.max()) for f in feats[0]) > 1
+    assert float(got) == pytest.approx(naive / 3, rel=1e-4)
