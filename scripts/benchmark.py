@@ -35,7 +35,9 @@ sys.path.insert(0, str(REPO / "src"))
 METHODS = {"cut": "cut_horse2zebra", "fastcut": "fastcut_horse2zebra", "qsattn_global": "qsattn_horse2zebra",
            "qsattn_local": "qsattn_local_horse2zebra", "qsattn_local_global": "qsattn_localglobal_horse2zebra",
            "enco": "enco_horse2zebra", "cut_feedback": "cut_feedback_horse2zebra",
-           "cyclegan_feedback": "cyclegan_feedback_horse2zebra"}
+           "cyclegan_feedback": "cyclegan_feedback_horse2zebra", "dclgan": "dclgan_horse2zebra",
+           "simdcl": "simdcl_horse2zebra", "hneg_src": "hneg_src_horse2zebra", "monce": "monce_horse2zebra",
+           "negcut": "negcut_horse2zebra", "fsesim": "fsesim_horse2zebra", "lsesim": "lsesim_horse2zebra"}
 _OFF = ["train.channels_last=false", "train.compile=none", "train.cuda_graphs=false"]
 #: mode -> overrides; fp32-eager is the baseline (no levers at all)
 MODES = {"fp32-eager": ["train.amp=none", "optim.fused=false"] + _OFF,
@@ -71,7 +73,21 @@ def compose_cfg(experiment: str, args, extra: list[str], device: str, batch: int
                  f"discriminator.ndf={args.ngf}", "train.tensorboard=false", f"paths.checkpoints_dir={tmp}",
                  f"paths.datasets_dir={tmp}", f"paths.cache_dir={tmp}", "eval.every_epochs=0"] + extra
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        cfg = compose(config_name="train", overrides=overrides)
+        if "vgg_weights" in cfg.method and cfg.method.vgg_weights is None:  # a loss on VGG-16 features: random
+            cfg = compose(config_name="train", overrides=overrides + [f"method.vgg_weights={random_vgg16(tmp)}"])
+        return cfg
+
+
+def random_vgg16(directory: str) -> str:
+    """A VGG-16 ``features`` state_dict with random weights (timing and FLOPs do not depend on the values)."""
+    import torchvision
+
+    path = Path(directory) / "vgg16_random.pth"
+    if not path.is_file():
+        features = torchvision.models.vgg16(weights=None).features
+        torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return str(path)
 
 
 def make_batches(batch: int, size: int, channels: int, device: torch.device, count: int = 4) -> list[dict]:
