@@ -300,6 +300,7 @@ def test_bad_options_name_the_key_and_the_fix(compose):
             build_method(cfg, build_generator(cfg.generator), build_discriminator(cfg.discriminator))
 
 
+@pytest.mark.slow  # builds and steps a QS-Attn trainer (about 10 s on a loaded CPU)
 def test_negative_generator_goes_on_qsattn_non_attention_layers(compose, tmp_path):
     from i2i.build import build_discriminator, build_generator, build_method
     from i2i.engine.loop import LoopConfig, Networks, Trainer
@@ -318,6 +319,7 @@ def test_negative_generator_goes_on_qsattn_non_attention_layers(compose, tmp_pat
     assert any(not torch.equal(a, p) for a, p in zip(before, method.sampler.generators[0].parameters()))
 
 
+@pytest.mark.slow  # a 2-step run and a translation (about 20 s)
 def test_smoke_training_checkpoints_opt_n_and_i2i_test_translates(compose, tmp_path):
     from i2i.cli.test import run_test
     from i2i.cli.train import run_training
