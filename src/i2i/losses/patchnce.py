@@ -9,6 +9,11 @@ negatives", the paper's choice) or from the whole minibatch (``negatives="batch"
 minibatch is a stack of independent terms (CUT's X and identity Y terms evaluated in one call): batch negatives
 then come from the query's own term only, as when the published code evaluates each term in its own call. The
 batch size comes from the tensors, never from a configured value (CUT #67).
+
+Given ``generated`` negatives (NEGCUT: vectors produced by a negative generator, [B, M, C]), a query's negatives are
+the M vectors of its own image (or, with ``negatives="batch"``, of every image of its term) instead of the other
+keys; there is then no own key among them and no diagonal is written (as the published NEGCUT code,
+WeilunWang/NEGCUT, models/losses.py ``LearnedPatchNCELoss``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import torch.nn.functional as F
 
 
 def patch_nce_loss(q: torch.Tensor, k: torch.Tensor, tau: float = 0.07, negatives: str = "image",
-                   diagonal: float = -10.0, groups: int = 1, detach_keys: bool = True) -> torch.Tensor:
+                   diagonal: float = -10.0, groups: int = 1, detach_keys: bool = True,
+                   generated: torch.Tensor | None = None) -> torch.Tensor:
     """Per-patch InfoNCE loss.
 
     Args:
@@ -31,6 +37,7 @@ def patch_nce_loss(q: torch.Tensor, k: torch.Tensor, tau: float = 0.07, negative
             negatives a query sees only the keys of its own slice. B must be divisible by it.
         detach_keys: stop the gradient at ``k`` (CUT). ``False`` lets it reach whatever produced ``k`` (EnCo's
             separate key head, whose input features the caller detaches).
+        generated: optional negatives [B, M, C] (L2-normalised, not detached here) that replace the other keys.
 
     Returns:
         Loss per patch, [B, N].
@@ -40,11 +47,31 @@ def patch_nce_loss(q: torch.Tensor, k: torch.Tensor, tau: float = 0.07, negative
     b, n, c = q.shape
     k = k.detach() if detach_keys else k
     l_pos = (q * k).sum(-1, keepdim=True)  # [B, N, 1]
+    if generated is not None:
+        l_neg = _generated_logits(q, generated, negatives == "batch", groups)  # [B, N, M']
+        return _info_nce(l_pos, l_neg, tau)
     if negatives == "batch":  # [groups, (B/groups)*N, C]: every patch of the term's images
         q, k = q.reshape(groups, -1, c), k.reshape(groups, -1, c)
     l_neg = torch.bmm(q, k.transpose(1, 2))  # [b', N', N']
     eye = torch.eye(l_neg.shape[-1], device=q.device, dtype=torch.bool)
     l_neg = l_neg.masked_fill(eye, diagonal).reshape(b, n, -1)  # [B, N, N']
-    logits = torch.cat([l_pos, l_neg], dim=-1).float() / tau  # [B, N, 1+N']
-    target = torch.zeros(b * n, dtype=torch.long, device=q.device)
+    return _info_nce(l_pos, l_neg, tau)
+
+
+def _generated_logits(q: torch.Tensor, generated: torch.Tensor, batch: bool, groups: int) -> torch.Tensor:
+    """Cosines of every query with its negatives: [B, N, C], [B, M, C] -> [B, N, M] (or [B, N, (B/groups)*M])."""
+    b, n, c = q.shape
+    if generated.shape[0] != b or generated.shape[2] != c:
+        raise ValueError(f"generated negatives of shape {tuple(generated.shape)} do not fit queries of shape "
+                         f"{tuple(q.shape)}: one set [M, C] per image is needed")
+    if batch:  # [groups, (B/groups)*N, C] against [groups, (B/groups)*M, C]
+        return torch.bmm(q.reshape(groups, -1, c), generated.reshape(groups, -1, c).transpose(1, 2)).reshape(b, n, -1)
+    return torch.bmm(q, generated.transpose(1, 2))
+
+
+def _info_nce(l_pos: torch.Tensor, l_neg: torch.Tensor, tau: float) -> torch.Tensor:
+    """Cross-entropy with the positive at index 0: [B, N, 1], [B, N, M] -> loss per patch [B, N]."""
+    b, n = l_pos.shape[:2]
+    logits = torch.cat([l_pos, l_neg], dim=-1).float() / tau  # [B, N, 1+M]
+    target = torch.zeros(b * n, dtype=torch.long, device=l_pos.device)
     return F.cross_entropy(logits.reshape(b * n, -1), target, reduction="none").reshape(b, n)

@@ -10,6 +10,10 @@ mean over layers of the mean per-patch loss. Two speed-ups keep the maths: the k
 the main generator pass (``reuse_source_features``; exact for per-sample normalisation — it is switched off
 automatically for the step when flip equivariance flipped the input), and fake_B and idt_B are encoded in one
 pass.
+
+A sampler that owns a phase (:class:`~i2i.samplers.base.PhaseSampler`, e.g. NEGCUT's negative generator) is bound to
+the projection heads, its phase runs before the generator's step (``update_order`` D, <phase>, G) and minimises
+``-(the weighted contrastive terms, computed with its negatives on detached patches) + its own terms``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from i2i.losses.patchnce import patch_nce_loss
 from i2i.methods.base import Method, Parts
 from i2i.methods.feedback import Side
 from i2i.models.projection import ProjectionHeads
-from i2i.samplers.base import PatchSampler, SampleContext
+from i2i.samplers.base import PatchSampler, PhaseSampler, SampleContext
 from i2i.samplers.random import RandomSampler
 
 #: generator module indices contrasted by default: padded RGB, two pre-norm convs, resblocks 1 and 5 (ResNet-9)
@@ -46,7 +50,8 @@ class CUT(Method):
         flip_equivariance: FastCUT's random horizontal flip of G's input, with query features flipped back.
         negatives: ``image`` (published default) or ``batch`` (``nce_includes_all_negatives_from_minibatch``).
         diagonal: cosine written for each query's own key among its negatives (published: -10).
-        sampler: patch sampler for every layer (default: uniform random, CUT).
+        sampler: patch sampler for every layer (default: uniform random, CUT). A
+            :class:`~i2i.samplers.base.PhaseSampler` is bound to the heads and trained in its own phase.
         reuse_source_features: take the keys from the main G pass instead of re-encoding the source.
         init_type: projection head init.
         init_gain: projection head init gain.
@@ -72,6 +77,14 @@ class CUT(Method):
                              "method/sampler=random or method/sampler=dag")
         self.reuse_source_features = reuse_source_features
         self.heads = ProjectionHeads(feature_channels, nc, init_type, init_gain)
+        if self.sampler_phase is not None:  # its network learns in a phase of its own, before the generator's step
+            if lambda_nce <= 0:
+                raise ValueError(f"method.lambda_nce={lambda_nce}: the sampler trains against the contrastive loss, "
+                                 "which is off — set method.lambda_nce > 0 or use method/sampler=random")
+            self.sampler.bind(self.heads, init_type, init_gain)
+            order = list(type(self).update_order)
+            order.insert(order.index("G"), self.sampler_phase)
+            self.update_order = tuple(order)
 
     @classmethod
     def create(cls, parts: Parts, **options) -> CUT:
@@ -89,7 +102,14 @@ class CUT(Method):
         """The projection heads with the method's own Adam (``optim.lr_f``)."""
         groups = super().optimizer_modules()
         groups["F"].append(self.heads)
+        if self.sampler_phase is not None:  # a sampler's own network: stepped by its phase's optimizer
+            groups[self.sampler_phase] = [self.sampler]
         return groups
+
+    @property
+    def sampler_phase(self) -> str | None:
+        """The name of the sampler's own phase (a :class:`~i2i.samplers.base.PhaseSampler`), else None."""
+        return self.sampler.phase if isinstance(self.sampler, PhaseSampler) else None
 
     def sampler_for(self, layer_pos: int):
         """The sampler used at a layer position (QS-Attn overrides this for its attention layers)."""
@@ -116,6 +136,46 @@ class CUT(Method):
         if self.lambda_nce <= 0:
             return terms
         n = batch["A"].shape[0]
+        feats_k, feats_q = self.contrastive_features(G, batch, out)
+        score = pred_fake.logits.detach()  # [B, 1, h, w]
+        if "idt_B" in out and self.sampler.needs_score_map:  # DAG on the identity half: D(idt_B)
+            with torch.no_grad():
+                score = torch.cat([score, D(out["idt_B"].detach()).logits])  # [2B, 1, h, w]
+        # X and Y are separate terms: with batch negatives each draws negatives from its own images only
+        per_row = self.contrastive_terms(feats_k, feats_q, score_map=score, groups=2 if "idt_B" in out else 1)
+        for name, losses in per_row.items():  # [B or 2B] each
+            if name != "NCE":  # a subclass's own term, weighted by it: on the X rows
+                terms[name] = losses[:n].mean()
+                continue
+            terms.update(self.weighted_nce(losses, n))
+        return terms
+
+    def phase_losses(self, phase: str, G: nn.Module, D: nn.Module, batch: dict, out: dict,
+                     gan_loss: GANLoss) -> dict[str, torch.Tensor]:
+        """The sampler's own phase: ``{"<phase>_NCE": -(NCE + NCE_Y as in the G step), **the sampler's terms}``.
+
+        The patches are constants here (features encoded without gradient, projected patches detached, as the
+        published NEGCUT code detaches q and k); only what the sampler generates carries gradient, to its own
+        parameters. Its terms (``ctx.terms``, per row) are averaged over the layers and all rows.
+        """
+        if phase != self.sampler_phase:
+            return super().phase_losses(phase, G, D, batch, out, gan_loss)
+        self.sampler.begin_phase()
+        n, has_idt = batch["A"].shape[0], "idt_B" in out
+        with torch.no_grad():
+            feats_k, feats_q = self.contrastive_features(G, batch, out)
+            score = None
+            if self.sampler.needs_score_map:
+                fakes = torch.cat([out["fake_B"], out["idt_B"]]) if has_idt else out["fake_B"]
+                score = D(fakes.detach()).logits  # [B or 2B, 1, h, w]
+        feats_k, feats_q = [f.detach() for f in feats_k], [f.detach() for f in feats_q]
+        per_row = self.contrastive_terms(feats_k, feats_q, score_map=score, groups=2 if has_idt else 1, phase=phase)
+        terms = {f"{phase}_NCE": -sum(self.weighted_nce(per_row["NCE"], n).values())}
+        terms.update({name: losses.mean() for name, losses in per_row.items() if name != "NCE"})
+        return terms
+
+    def contrastive_features(self, G: nn.Module, batch: dict, out: dict) -> tuple[list, list]:
+        """Key (source) and query (translation) features at ``nce_layers``, each [B or 2B, C_l, H_l, W_l]."""
         has_idt = "idt_B" in out
         fakes = torch.cat([out["fake_B"], out["idt_B"]]) if has_idt else out["fake_B"]
         feats_q = self.encode(G, fakes, batch, hflip=out["flipped"])
@@ -125,20 +185,15 @@ class CUT(Method):
         if feats_k is None:
             sources = torch.cat([batch["A"], batch["B"]]) if has_idt else batch["A"]
             feats_k = self.encode(G, sources, batch)
-        score = pred_fake.logits.detach()  # [B, 1, h, w]
-        if has_idt and self.sampler.needs_score_map:  # DAG on the identity half: D(idt_B)
-            with torch.no_grad():
-                score = torch.cat([score, D(out["idt_B"].detach()).logits])  # [2B, 1, h, w]
-        # X and Y are separate terms: with batch negatives each draws negatives from its own images only
-        per_row = self.contrastive_terms(feats_k, feats_q, score_map=score, groups=2 if has_idt else 1)
+        return feats_k, feats_q
+
+    def weighted_nce(self, losses: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
+        """Per-row contrastive losses [B or 2B] -> ``{"NCE": λ·mean X[, "NCE_Y": ...]}`` (0.5·λ each with identity)."""
+        has_idt = losses.shape[0] > n
         weight = 0.5 * self.lambda_nce if has_idt else self.lambda_nce
-        for name, losses in per_row.items():  # [B or 2B] each
-            if name != "NCE":  # a subclass's own term, weighted by it: on the X rows
-                terms[name] = losses[:n].mean()
-                continue
-            terms["NCE"] = weight * losses[:n].mean()
-            if has_idt:
-                terms["NCE_Y"] = weight * losses[n:].mean()
+        terms = {"NCE": weight * losses[:n].mean()}
+        if has_idt:
+            terms["NCE_Y"] = weight * losses[n:].mean()
         return terms
 
     def encode(self, G: nn.Module, x: torch.Tensor, batch: dict | None = None,
@@ -155,18 +210,25 @@ class CUT(Method):
         self.contrastive_terms = torch.compile(self.contrastive_terms, **options)
 
     def contrastive_terms(self, feats_k: list[torch.Tensor], feats_q: list[torch.Tensor],
-                          score_map: torch.Tensor | None = None, groups: int = 1) -> dict[str, torch.Tensor]:
+                          score_map: torch.Tensor | None = None, groups: int = 1,
+                          phase: str = "G") -> dict[str, torch.Tensor]:
         """Mean over layers of :meth:`layer_terms`: ``{name: per-row loss [B]}`` (``"NCE"`` at least).
 
         ``groups``: the batch is that many stacked terms (CUT: the X rows, then the identity rows; see
-        :func:`~i2i.losses.patchnce.patch_nce_loss`).
+        :func:`~i2i.losses.patchnce.patch_nce_loss`). ``phase``: ``"G"``, or the sampler's own phase: then the
+        projected patches are detached and the terms are ``"NCE"`` and the sampler's own (``ctx.terms``).
         """
         totals: dict[str, torch.Tensor] = {}
         for pos, (fk, fq) in enumerate(zip(feats_k, feats_q)):
-            ctx = SampleContext(layer_pos=pos, score_map=score_map)
+            ctx = SampleContext(layer_pos=pos, score_map=score_map, phase=phase, groups=groups)
             k, q = self.sampler_for(pos)(fk, fq, self.num_patches, ctx)  # [B, N, C] each
             k, q = self.heads(k, pos), self.heads(q, pos)
-            for name, value in self.layer_terms(q, k, ctx, groups).items():
+            if phase != "G":
+                k, q = k.detach(), q.detach()
+            terms = self.layer_terms(q, k, ctx, groups)
+            if phase != "G":
+                terms = {"NCE": terms["NCE"], **ctx.terms}
+            for name, value in terms.items():
                 totals[name] = totals[name] + value if name in totals else value
         return {name: total / len(feats_k) for name, total in totals.items()}
 
@@ -186,7 +248,9 @@ class CUT(Method):
         Args:
             q: projected, L2-normalised queries [B, N, C] (translations; rows: X then identity Y).
             k: projected, L2-normalised keys [B, N, C] (sources, not yet detached).
-            ctx: the layer's position and D's score map.
+            ctx: the layer's position, D's score map and, from a sampler that generates them, the negatives
+                (``ctx.negatives`` [B, M, C]: used instead of the other keys).
             groups: how many stacked terms the rows are.
         """
-        return {"NCE": patch_nce_loss(q, k, self.tau, self.negatives, self.diagonal, groups).mean(1)}
+        return {"NCE": patch_nce_loss(q, k, self.tau, self.negatives, self.diagonal, groups,
+                                      generated=ctx.negatives).mean(1)}

@@ -5,14 +5,21 @@ receives the key features (source image) and query features (translated image) o
 and returns the patch vectors to contrast, both [B, N, C] (gathered at shared locations, or routed through
 attention). Samplers are separate from the loss so that any method can use any sampler (CUT + DAG, QS-Attn + DAG);
 a sampler config is a ``_target_`` node (configs/method/sampler/).
+
+A sampler may also generate the negatives of the contrastive loss: it puts them in ``ctx.negatives`` and the
+method's loss contrasts every query with them instead of with the other keys. A sampler that owns a network
+trained in an optimisation phase of its own (:class:`PhaseSampler`, e.g. NEGCUT's negative generator) is bound
+to the method's projection heads once, and is trained to maximise the method's contrastive loss plus the terms it
+puts in ``ctx.terms`` during that phase.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 
 @dataclass
@@ -22,10 +29,22 @@ class SampleContext:
     Attributes:
         layer_pos: position of the layer in the method's layer list.
         score_map: discriminator logits on the translated image, detached, [B, 1, h, w] (DAG), or None.
+        phase: the optimisation phase the loss is computed for: ``"G"`` (the generator's step) or the name of a
+            :class:`PhaseSampler`'s own phase.
+        groups: the feature rows are that many stacked terms (CUT: the X rows, then the identity rows).
+        negatives: set by a sampler that generates negatives: projected, L2-normalised vectors [B, M, C'] in the
+            space of the projected queries; the loss contrasts each query with its image's M vectors instead of
+            with the other keys. None: the other keys are the negatives.
+        terms: set by a :class:`PhaseSampler` in its own phase only: its own loss terms of this layer, per row
+            [B], already weighted (e.g. a diversity regulariser); the method adds them to the phase's objective.
     """
 
     layer_pos: int = 0
     score_map: torch.Tensor | None = None
+    phase: str = "G"
+    groups: int = 1
+    negatives: torch.Tensor | None = None
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -42,6 +61,33 @@ class PatchSampler(Protocol):
     def __call__(self, feat_k: torch.Tensor, feat_q: torch.Tensor, num_patches: int,
                  ctx: SampleContext | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and queries [B, C, H, W] each -> patch vectors ([B, N, C], [B, N, C])."""
+        ...
+
+
+@runtime_checkable
+class PhaseSampler(PatchSampler, Protocol):
+    """A sampler with a network of its own, trained in an optimisation phase of its own (an ``nn.Module``).
+
+    A method that supports it (CUT and its subclasses) binds it to its projection heads, adds :attr:`phase` to its
+    ``update_order`` before ``"G"``, steps the sampler's parameters by that phase's optimizer and, in the phase,
+    minimises ``-(its contrastive loss computed with the sampler's negatives) + the sampler's ctx.terms``, with
+    the patches themselves detached. During the generator's step (``ctx.phase == "G"``) the sampler's
+    parameters are frozen and it adds no terms.
+
+    Attributes:
+        phase: the name of its phase in ``update_order`` (an identifier other than "D", "G" and "F").
+    """
+
+    phase: str
+
+    def bind(self, heads: nn.Module, init_type: str = "xavier", init_gain: float = 0.02) -> None:
+        """Called once by the method's constructor with its projection heads (``heads(x [..., C_l], layer_pos)
+        -> [..., C']``, attributes ``in_channels`` and ``nc``) and its initialisation; the heads stay the
+        method's (not a submodule of the sampler)."""
+        ...
+
+    def begin_phase(self) -> None:
+        """Called once per training step at the start of the sampler's phase (e.g. a moving-average update)."""
         ...
 
 
