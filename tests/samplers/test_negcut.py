@@ -300,6 +300,17 @@ def test_bad_options_name_the_key_and_the_fix(compose):
             build_method(cfg, build_generator(cfg.generator), build_discriminator(cfg.discriminator))
 
 
+@pytest.mark.parametrize("experiment, owner", [("monce_horse2zebra", "MoNCE"), ("hneg_src_horse2zebra", "HnegSRC"),
+                                               ("dclgan_horse2zebra", "DCLGAN"), ("enco_horse2zebra", "EnCo")])
+def test_methods_with_their_own_contrastive_loss_refuse_the_negative_generator(compose, experiment, owner):
+    """A method whose loss would ignore the generated negatives (N would train on nothing) says so up front."""
+    from i2i.build import build_discriminator, build_generator, build_method
+
+    cfg = compose(f"experiment={experiment}", "method/sampler=negcut", "debug=smoke")
+    with pytest.raises(ConfigError, match=rf"method\.sampler.*(NegCutSampler|EnCo).*method/sampler=(random|dag)"):
+        build_method(cfg, build_generator(cfg.generator), build_discriminator(cfg.discriminator))
+
+
 @pytest.mark.slow  # builds and steps a QS-Attn trainer (about 10 s on a loaded CPU)
 def test_negative_generator_goes_on_qsattn_non_attention_layers(compose, tmp_path):
     from i2i.build import build_discriminator, build_generator, build_method

@@ -56,7 +56,14 @@ class CUT(Method):
         init_type: projection head init.
         init_gain: projection head init gain.
         name: the method's name.
+
+    Attributes:
+        phase_samplers: whether a sampler that trains a network of its own against the contrastive loss (a
+            :class:`~i2i.samplers.base.PhaseSampler`) can be used; a subclass whose contrastive loss is not CUT's
+            (its own ``layer_terms`` or ``generator_losses``) sets it to False unless it feeds that sampler.
     """
+
+    phase_samplers: bool = True
 
     def __init__(self, feature_channels: Sequence[int], nce_layers: Sequence[int] = DEFAULT_NCE_LAYERS,
                  num_patches: int = 256, nc: int = 256, tau: float = 0.07, lambda_gan: float = 1.0,
@@ -77,6 +84,10 @@ class CUT(Method):
                              "method/sampler=random or method/sampler=dag")
         self.reuse_source_features = reuse_source_features
         self.heads = ProjectionHeads(feature_channels, nc, init_type, init_gain)
+        if self.sampler_phase is not None and not self.phase_samplers:
+            raise ValueError(f"method.sampler: {type(self.sampler).__name__} trains its network against CUT's "
+                             f"contrastive loss, which {type(self).__name__} replaces or extends in its own way — "
+                             "use method/sampler=random (or dag)")
         if self.sampler_phase is not None:  # its network learns in a phase of its own, before the generator's step
             if lambda_nce <= 0:
                 raise ValueError(f"method.lambda_nce={lambda_nce}: the sampler trains against the contrastive loss, "

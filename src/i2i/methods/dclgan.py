@@ -76,6 +76,8 @@ class DCLGAN(CUT):
         name: the method's name.
     """
 
+    phase_samplers = False  # its contrastive loss does not use generated negatives (method/sampler=negcut)
+
     update_order = ("D", "G")
 
     def __init__(self, feature_channels: Sequence[int], nce_layers: Sequence[int] = DCL_NCE_LAYERS, *,

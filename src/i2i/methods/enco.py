@@ -27,7 +27,7 @@ from i2i.losses.patchnce import patch_nce_loss
 from i2i.methods.base import Method, Parts
 from i2i.methods.feedback import Side
 from i2i.models.projection import ProjectionHeads
-from i2i.samplers.base import PatchSampler, SampleContext
+from i2i.samplers.base import PatchSampler, PhaseSampler, SampleContext
 from i2i.samplers.dag import DAGSampler
 
 DEFAULT_PAIRS = ((3, 28), (7, 24), (13, 18))
@@ -144,9 +144,9 @@ class EnCo(Method):
         self.published_weighting, self.decoupled, self.flip_augment = published_weighting, decoupled, flip_augment
         self.negatives, self.diagonal = negatives, diagonal
         self.sampler = sampler if sampler is not None else DAGSampler()
-        if not isinstance(self.sampler, PatchSampler):
-            raise ValueError(f"method.sampler={sampler!r} is not a patch sampler: select one with "
-                             "method/sampler=dag or method/sampler=random")
+        if not isinstance(self.sampler, PatchSampler) or isinstance(self.sampler, PhaseSampler):
+            raise ValueError(f"method.sampler={type(self.sampler).__name__}: EnCo takes a patch sampler without a "
+                             "network of its own — select one with method/sampler=dag or method/sampler=random")
         self.heads = ProjectionHeads(feature_channels, nc, init_type, init_gain)  # queries (and keys if shared)
         self.heads_k = None if shared_head else ProjectionHeads(feature_channels, nc, init_type, init_gain)
 

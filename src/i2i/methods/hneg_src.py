@@ -150,6 +150,8 @@ class HnegSRC(CUT):
             sampler, ...).
     """
 
+    phase_samplers = False  # its contrastive loss does not use generated negatives (method/sampler=negcut)
+
     def __init__(self, feature_channels: Sequence[int], nce_layers: Sequence[int] = DEFAULT_NCE_LAYERS,
                  lambda_src: float = 0.05, gamma: float = 50.0, gamma_min: float = 10.0, curriculum: bool = True,
                  n_epochs: int = 200, n_epochs_decay: int = 200, step_gamma_epoch: int | None = None,

@@ -36,6 +36,8 @@ class MoNCE(CUT):
         **kwargs: the :class:`~i2i.methods.cut.CUT` arguments (num_patches, nc, tau, lambda_nce, nce_idt, ...).
     """
 
+    phase_samplers = False  # its contrastive loss does not use generated negatives (method/sampler=negcut)
+
     def __init__(self, feature_channels: Sequence[int], nce_layers: Sequence[int] = DEFAULT_NCE_LAYERS,
                  eps: float = 1.0, cost_type: str = "hard", neg_term_weight: float = 1.0, sinkhorn_iters: int = 50,
                  detach_plan: bool = False, weight_scale: str = "negatives", **kwargs) -> None:
