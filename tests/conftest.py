@@ -20,6 +20,14 @@ def experiments() -> list[str]:
     return sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 
+def experiment_params() -> list:
+    """Every experiment preset as a test parameter. Each method's horse2zebra preset (and the demo) runs in the
+    inner loop; its presets on other datasets differ from it only in configured values, which
+    tests/test_resolved_configs.py compares key by key, so building and running them is marked slow."""
+    return [name if name.endswith("_horse2zebra") or name == "demo" else pytest.param(name, marks=pytest.mark.slow)
+            for name in experiments()]
+
+
 @pytest.fixture(scope="session")
 def datasets_dir(tmp_path_factory) -> Path:
     """One synthetic-data directory for the whole session (generated on first use)."""
@@ -37,5 +45,30 @@ def compose(datasets_dir, tmp_path):
                 f"paths.cache_dir={tmp_path / 'cache'}"]
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             return hydra_compose(config_name=config, overrides=base + list(overrides))
+
+    return _compose
+
+
+@pytest.fixture(scope="session")
+def vgg16_features_file(tmp_path_factory) -> Path:
+    """A randomly initialised VGG-16 ``features`` state dict under torchvision's key names."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    path = tmp_path_factory.mktemp("vgg") / "vgg16_features.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, path)
+    return path
+
+
+@pytest.fixture
+def compose_runnable(compose, request):
+    """Like ``compose``, and a method on VGG-16 features (``method.vgg_weights``, which presets leave unset) gets
+    the random-weights file, so that every preset can be built and run."""
+
+    def _compose(*overrides: str, config: str = "train"):
+        cfg = compose(*overrides, config=config)
+        if config == "train" and "vgg_weights" in cfg.method and cfg.method.vgg_weights is None:
+            weights = request.getfixturevalue("vgg16_features_file")
+            cfg = compose(*overrides, f"method.vgg_weights={weights}", config=config)
+        return cfg
 
     return _compose

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import experiments
+from conftest import experiment_params
 from i2i.build import (
     build_discriminator,
     build_feedback,
@@ -19,22 +19,9 @@ from i2i.build import (
 from i2i.losses.gan import GANLoss
 
 
-@pytest.fixture(scope="module")
-def vgg16_features_file(tmp_path_factory):
-    """A randomly initialised VGG-16 ``features`` state dict under torchvision's key names (experiments whose method
-    reads ``method.vgg_weights``, which presets leave unset)."""
-    from torchvision.models.vgg import cfgs, make_layers
-
-    path = tmp_path_factory.mktemp("vgg") / "vgg16_features.pth"
-    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, path)
-    return path
-
-
-@pytest.mark.parametrize("experiment", experiments())
-def test_experiment_composes_and_instantiates_at_full_size(compose, experiment, request):
-    cfg = compose(f"experiment={experiment}")
-    if "vgg_weights" in cfg.method:
-        cfg = compose(f"experiment={experiment}", f"method.vgg_weights={request.getfixturevalue('vgg16_features_file')}")
+@pytest.mark.parametrize("experiment", experiment_params())
+def test_experiment_composes_and_instantiates_at_full_size(compose_runnable, experiment):
+    cfg = compose_runnable(f"experiment={experiment}")
     G = build_generator(cfg.generator, input_nc=generator_input_nc(cfg))
     D = build_discriminator(cfg.discriminator)
     method = build_method(cfg, G, D)

@@ -27,6 +27,7 @@ def script():
     return _script()
 
 
+@pytest.mark.slow  # composes every experiment twice (about 10 s)
 def test_every_experiment_resolves_as_recorded(script):
     golden = json.loads(GOLDEN.read_text())
     resolved = script.resolve_all()

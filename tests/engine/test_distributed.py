@@ -164,6 +164,7 @@ def test_ranks_stay_identical_and_equal_one_process_on_the_concatenated_batch(tw
         assert far > len(ref["grad"]) // 2  # the comparison can fail
 
 
+@pytest.mark.slow  # two gloo processes (the module's fixture)
 def test_gradient_sync_averages_in_small_buckets_with_a_missing_gradient(two_ranks):
     ranks, _, _ = two_ranks
     want = [torch.full((3,), 1.5), torch.arange(5.0) * 1.5, torch.full((2,), 0.5)]
@@ -172,6 +173,7 @@ def test_gradient_sync_averages_in_small_buckets_with_a_missing_gradient(two_ran
             torch.testing.assert_close(got, w)
 
 
+@pytest.mark.slow  # two gloo processes (the module's fixture)
 def test_each_rank_has_its_own_rng_stream_and_resume_restores_it(two_ranks):
     ranks, _, out = two_ranks
     assert not torch.equal(ranks[0]["rng0"], ranks[1]["rng0"])

@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from conftest import experiments
+from conftest import experiment_params
 from i2i.build import ConfigError, build_trainer
 from i2i.cli.train import run_training
 
 
-@pytest.mark.parametrize("experiment", experiments())
-def test_every_experiment_smoke_trains_two_steps(compose, experiment):
-    cfg = compose(f"experiment={experiment}", "debug=smoke")
+@pytest.mark.parametrize("experiment", experiment_params())
+def test_every_experiment_smoke_trains_two_steps(compose_runnable, experiment):
+    cfg = compose_runnable(f"experiment={experiment}", "debug=smoke")
     trainer = run_training(cfg)
     run = trainer.run_dir
     assert trainer.step == 2
