@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,14 @@ def experiments() -> list[str]:
     return sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 
-def experiment_params() -> list:
-    """Every experiment preset as a test parameter. Each method's horse2zebra preset (and the demo) runs in the
-    inner loop; its presets on other datasets differ from it only in configured values, which
-    tests/test_resolved_configs.py compares key by key, so building and running them is marked slow."""
-    return [name if name.endswith("_horse2zebra") or name == "demo" else pytest.param(name, marks=pytest.mark.slow)
-            for name in experiments()]
+def experiment_params(inner_loop: Callable[[str], bool] | None = None) -> list:
+    """Every experiment preset as a test parameter; those for which ``inner_loop(name)`` is false are marked slow.
+
+    Default: each method's horse2zebra preset (and the demo) runs in the inner loop; its presets on other datasets
+    differ from it only in configured values, which tests/test_resolved_configs.py compares key by key.
+    """
+    inner_loop = inner_loop or (lambda name: name.endswith("_horse2zebra") or name == "demo")
+    return [name if inner_loop(name) else pytest.param(name, marks=pytest.mark.slow) for name in experiments()]
 
 
 @pytest.fixture(scope="session")
