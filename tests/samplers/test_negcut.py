@@ -307,7 +307,7 @@ def test_methods_with_their_own_contrastive_loss_refuse_the_negative_generator(c
     from i2i.build import build_discriminator, build_generator, build_method
 
     cfg = compose(f"experiment={experiment}", "method/sampler=negcut", "debug=smoke")
-    with pytest.raises(ConfigError, match=r"method\.sampler.*(NegCutSampler|EnCo).*method/sampler=(random|dag)"):
+    with pytest.raises(ConfigError, match=rf"method\.sampler.*(NegCutSampler|EnCo).*{owner}.*method/sampler=(random|dag)"):
         build_method(cfg, build_generator(cfg.generator), build_discriminator(cfg.discriminator))
 
 
