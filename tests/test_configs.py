@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import experiments
+from conftest import experiment_params
 from i2i.build import (
     build_discriminator,
     build_feedback,
@@ -19,8 +19,8 @@ from i2i.build import (
 from i2i.losses.gan import GANLoss
 
 
-@pytest.mark.parametrize("experiment", [e if e in ("cut_horse2zebra", "demo") else pytest.param(e, marks=pytest.mark.slow)
-                                        for e in experiments()])  # the inner loop smoke-trains the presets instead
+# the inner loop smoke-trains the presets instead (tests/engine/test_train.py)
+@pytest.mark.parametrize("experiment", experiment_params(lambda name: name in ("cut_horse2zebra", "demo")))
 def test_experiment_composes_and_instantiates_at_full_size(compose_runnable, experiment):
     cfg = compose_runnable(f"experiment={experiment}")
     G = build_generator(cfg.generator, input_nc=generator_input_nc(cfg))
