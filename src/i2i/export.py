@@ -215,9 +215,12 @@ def export_published(G: torch.nn.Module, path: Path) -> Path:
     """``G``'s state_dict as a plain tensor dict with the published ResnetGenerator keys (``latest_net_G.pth``)."""
     state = OrderedDict((k, v.detach().cpu().clone()) for k, v in G.state_dict().items())
     try:
-        infer_generator_kwargs(state)
+        kwargs = infer_generator_kwargs(state)
     except ValueError as e:
         raise ConfigError(f"format=published: {e} — export format=torchscript or onnx instead") from None
+    if kwargs["n_downsampling"] != 2:
+        raise ConfigError(f"format=published: the generator has n_downsampling={kwargs['n_downsampling']} and the "
+                          "published ResnetGenerator always has 2 — export format=torchscript or onnx instead")
     return _atomic(path, lambda tmp: torch.save(state, tmp))
 
 

@@ -176,6 +176,7 @@ TRAIN = {
     "generator.output_nc": Int(1, example="3"),
     "generator.ngf": Int(1, example="64"),
     "generator.n_blocks": Int(0, example="9"),
+    "generator.n_downsampling": Choice(0, 1, 2),  # the loader makes training images multiples of 4
     "generator.init_gain": Float(0.0, open_low=True, example="0.02"),
     "discriminator.input_nc": Int(1, example="3"),
     "discriminator.ndf": Int(1, example="64"),

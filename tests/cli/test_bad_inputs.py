@@ -195,6 +195,7 @@ BAD_VALUES = [
     ("train.amp=fp8", "train.amp=fp8: must be one of auto, bf16, fp16, none"),
     ("train.ckpt_every=-1", "train.ckpt_every=-1: must be an integer >= 0"),
     ("generator.ngf=0", "generator.ngf=0: must be an integer >= 1"),
+    ("generator.n_downsampling=3", "generator.n_downsampling=3: must be one of 0, 1, 2"),
     ("seed=abc", "seed=abc: must be an integer >= 0"),
     ("optim.lr_g=fast", "optim.lr_g=fast: must be a number > 0.0"),
     ("device=tpu", "device=tpu: must be auto, cpu, cuda or cuda:<index>"),

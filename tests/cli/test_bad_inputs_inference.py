@@ -215,6 +215,19 @@ def test_any_image_size_translates_and_is_cropped_back(compose, run, tmp_path):
     assert np.abs(real - np.asarray(Image.open(src / "img_1.png"))).max() <= 1  # the crop is the input (tensor2im)
 
 
+def test_a_three_stage_generator_gets_inputs_padded_for_its_stages(compose, tmp_path):
+    from i2i.models.generators import ResnetGenerator
+
+    G = ResnetGenerator(ngf=4, n_blocks=1, n_downsampling=3)  # sides must divide by 8 and be >= 16 px
+    torch.save(G.state_dict(), tmp_path / "G.pth")
+    sizes = [(1, 1), (13, 10), (20, 36)]  # (width, height); 4 (size_multiple) would leave 13x10 at 16x12
+    src = images(tmp_path / "odd", sizes)
+    out = run_test(compose(f"ckpt={tmp_path / 'G.pth'}", "data=folder", f"data.root={src}",
+                           f"out_dir={tmp_path / 'out'}", config="test"))
+    for i, size in enumerate(sizes):
+        assert Image.open(out / "fake_B" / f"img_{i}.png").size == size
+
+
 # ---------------------------------------------------------------------------------------------- B2. out_dir
 def test_out_dir_that_is_a_file_names_out_dir(compose, run, published, tmp_path, photos, monkeypatch):
     target = tmp_path / "results.txt"

@@ -131,6 +131,19 @@ def test_a_published_generator_of_another_architecture_and_channels_exports(tmp_
     assert max(_max_diffs(_runner(path, "onnx"), G, _inputs(channels=1))) <= TOL
 
 
+def test_a_one_stage_generator_exports_but_not_to_the_published_layout(tmp_path):
+    torch.manual_seed(0)
+    G = ResnetGenerator(ngf=4, n_blocks=1, n_downsampling=1, init_type="normal", init_gain=0.5).eval()
+    torch.save(G.state_dict(), tmp_path / "G.pth")
+    assert load_generator(tmp_path / "G.pth")[0].n_downsampling == 1
+    path = run_export({"ckpt": str(tmp_path / "G.pth"), "format": "torchscript", "check": False})
+    assert max(_max_diffs(_runner(path, "torchscript"), G, _inputs())) <= TOL
+    with pytest.raises(ConfigError, match=r"^format=published: the generator has n_downsampling=1 and the published "
+                                          r"ResnetGenerator always has 2 — export format=torchscript or onnx instead$"):
+        run_export({"ckpt": str(tmp_path / "G.pth"), "format": "published", "out": str(tmp_path / "p.pth")})
+    assert not (tmp_path / "p.pth").exists()
+
+
 def test_onnx_axes_are_dynamic_and_files_say_what_they_hold(exported):
     import onnx
 

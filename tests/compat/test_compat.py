@@ -62,12 +62,16 @@ def test_same_output_as_published_architecture_to_one_grey_level():
 @pytest.mark.parametrize("kw", [dict(ngf=8, n_blocks=9), dict(ngf=16, n_blocks=6),
                                 dict(ngf=8, n_blocks=3, antialias=False, antialias_up=False),
                                 dict(ngf=8, n_blocks=2, input_nc=4), dict(ngf=8, n_blocks=2, input_nc=1, output_nc=1),
-                                dict(ngf=8, n_blocks=2, norm="batch"), dict(ngf=8, n_blocks=2, use_dropout=True)])
+                                dict(ngf=8, n_blocks=2, norm="batch"), dict(ngf=8, n_blocks=2, use_dropout=True),
+                                dict(ngf=8, n_blocks=0, antialias=False), dict(ngf=8, n_blocks=0, antialias_up=False),
+                                dict(ngf=8, n_blocks=2, n_downsampling=1), dict(ngf=8, n_blocks=0, n_downsampling=1),
+                                dict(ngf=4, n_blocks=1, n_downsampling=3, antialias=False, norm="batch"),
+                                dict(ngf=8, n_blocks=1, n_downsampling=0)])
 def test_architecture_is_inferred_from_the_file(kw):
     G = _random_generator(**kw)
     inferred = infer_generator_kwargs(G.state_dict())
     expected = {"input_nc": 3, "output_nc": 3, "norm": "instance", "antialias": True, "antialias_up": True,
-                "use_dropout": False, **kw}
+                "use_dropout": False, "n_downsampling": 2, **kw}
     assert inferred == expected
 
 

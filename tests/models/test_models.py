@@ -93,6 +93,24 @@ def test_no_antialias_layer_indices_point_elsewhere():
     assert G.feature_shapes([4, 8], 256) == [(128, 128, 128), (256, 64, 64)]
 
 
+@pytest.mark.parametrize("n_down", [0, 1, 3])
+def test_downsampling_stages_set_the_bottleneck(n_down):
+    G = ResnetGenerator(ngf=4, n_blocks=1, n_downsampling=n_down)
+    first_block = 4 + 4 * n_down  # pad, conv, norm, ReLU, then conv, norm, ReLU, blur-pool per stage
+    assert type(G.model[first_block]).__name__ == "ResnetBlock"
+    assert G.feature_shapes([first_block], (48, 40)) == [(4 * 2**n_down, 48 // 2**n_down, 40 // 2**n_down)]
+    assert G(torch.randn(1, 3, 48, 40)).shape == (1, 3, 48, 40)
+
+
+def test_one_stage_generator_parameter_count():
+    # 7x7 3->4, 3x3 4->8 (stage), one block of two 3x3 8->8, transposed 3x3 8->4, 7x7 4->3 (weights + biases)
+    expected = (3 * 4 * 49 + 4) + (4 * 8 * 9 + 8) + 2 * (8 * 8 * 9 + 8) + (8 * 4 * 9 + 4) + (4 * 3 * 49 + 3)
+    G = ResnetGenerator(ngf=4, n_blocks=1, n_downsampling=1, antialias=False, antialias_up=False)
+    assert sum(p.numel() for p in G.parameters()) == expected == 2_939
+    with pytest.raises(ValueError, match="n_downsampling=-1"):
+        ResnetGenerator(n_downsampling=-1)
+
+
 @pytest.mark.parametrize("size", [(64, 64), (36, 52), (128, 96)])
 def test_generator_output_size_equals_input_size(size):
     G = ResnetGenerator(ngf=4, n_blocks=2)

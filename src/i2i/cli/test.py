@@ -7,6 +7,7 @@ Also reachable as ``i2i test`` and ``python -m i2i test`` (there is no ``test`` 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def run_test(cfg: DictConfig) -> Path:
     """
     from i2i import schema
     from i2i.checks import check_output_dir, check_test_channels, output_errors, run_dataset
-    from i2i.data.folder import ImageFolderDataset
+    from i2i.data.folder import MIN_SIZE, ImageFolderDataset
     from i2i.engine.translate import check_clearable, clear_outputs, translate_dataset
 
     schema.check(build.to_dict(OmegaConf.masked_copy(cfg, list(schema.TEST))), schema.TEST)  # ckpt: ??? when unset
@@ -51,7 +52,9 @@ def run_test(cfg: DictConfig) -> Path:
     if not src.is_dir():
         raise DataError(f"{src}: no such image folder — set data.root=<folder of images> (data=folder) or "
                         "download the dataset (bash scripts/download_dataset.sh <name>)")
-    dataset = ImageFolderDataset(src, channels=channels, size_multiple=cfg.size_multiple, resize=cfg.resize,
+    stride = 2 ** getattr(G, "n_downsampling", 2)  # the generator's stride-2 stages: sides divisible by it, >= 2 px after
+    dataset = ImageFolderDataset(src, channels=channels, size_multiple=math.lcm(cfg.size_multiple, stride),
+                                 min_size=max(MIN_SIZE, 2 * stride), resize=cfg.resize,
                                  max_dataset_size=cfg.num_images)
     ckpt_path = Path(info["path"])
     if cfg.out_dir is not None:

@@ -4,12 +4,14 @@ Our :class:`~i2i.models.generators.ResnetGenerator` has the same keys, so such a
 only strips a DataParallel ``module.`` prefix (CUT PR #111) and infers the architecture from the keys and shapes
 (as ``BaseModel.save_networks`` writes them, taesungp/contrastive-unpaired-translation, models/base_model.py): ngf
 and input/output channels from the first/last conv, anti-aliasing from the ``filt``
-buffers, the block count from the ``conv_block`` indices, batch norm from running statistics, dropout from the
+buffers, the block count from the ``conv_block`` indices, the number of stride-2 stages from the widest conv (ngf
+doubles per stage; the published code always has 2), batch norm from running statistics, dropout from the
 position of the second block conv.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -33,16 +35,21 @@ def infer_generator_kwargs(state: dict[str, torch.Tensor]) -> dict:
                          "written by the CUT / FastCUT / QS-Attn / EnCo / CycleGAN code")
     first = state["model.1.weight"]
     blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
-    last_idx = max(int(k.split(".")[1]) for k in state if re.match(r"model\.\d+\.weight$", k))
-    antialias = "model.7.filt" in state
-    after_blocks = blocks[-1] + 1 if blocks else (11 if antialias else 10) + 1
+    convs = {int(k.split(".")[1]): v for k, v in state.items() if re.match(r"model\.\d+\.weight$", k) and v.dim() == 4}
+    last_idx = max(convs)
+    ngf = int(first.shape[0])
+    widest = max(int(w.shape[0]) for i, w in convs.items() if i != last_idx)  # ngf * 2**n_downsampling
+    n_down = max(round(math.log2(widest / ngf)), 0)
+    antialias = "model.7.filt" in state or n_down == 0  # without stages the flags change nothing: the defaults
+    after_blocks = blocks[-1] + 1 if blocks else 4 + n_down * (4 if antialias else 3)
     return {
         "input_nc": int(first.shape[1]),
         "output_nc": int(state[f"model.{last_idx}.weight"].shape[0]),
-        "ngf": int(first.shape[0]),
+        "ngf": ngf,
         "n_blocks": len(blocks),
+        "n_downsampling": n_down,
         "norm": "batch" if any(k.endswith("running_mean") for k in state) else "instance",
         "antialias": antialias,
-        "antialias_up": f"model.{after_blocks}.filt" in state,
+        "antialias_up": f"model.{after_blocks}.filt" in state or n_down == 0,
         "use_dropout": any(".conv_block.6.weight" in k and v.dim() == 4 for k, v in state.items()),  # conv, not BN
     }

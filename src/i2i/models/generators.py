@@ -57,6 +57,9 @@ class ResnetGenerator(nn.Module):
         output_nc: output channels.
         ngf: filters of the first conv.
         n_blocks: residual blocks (9 for 256x256, 6 for 128x128 in the published code).
+        n_downsampling: stride-2 stages before the blocks (and upsampling stages after them); the published code
+            has 2. With 1 the blocks run at half resolution on ``2 * ngf`` channels: the same FLOPs per block as
+            2 stages at ``4 * ngf``, finer outlines, a smaller receptive field.
         norm: ``instance`` | ``batch`` | ``none``.
         antialias: blur-pool downsampling (CUT default); False gives stride-2 convs.
         antialias_up: blurred upsampling (CUT default); False gives transposed convs.
@@ -67,23 +70,26 @@ class ResnetGenerator(nn.Module):
         init_gain: gain / std of that initialisation.
 
     Shape:
-        [B, input_nc, H, W] -> [B, output_nc, H, W] for H, W divisible by 4.
+        [B, input_nc, H, W] -> [B, output_nc, H, W] for H, W divisible by ``2**n_downsampling`` (4 by default).
     """
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
                  norm: str = "instance", antialias: bool = True, antialias_up: bool = True,
                  use_dropout: bool = False, padding_type: str = "reflect", init_type: str | None = None,
-                 init_gain: float = 0.02) -> None:
+                 init_gain: float = 0.02, n_downsampling: int = 2) -> None:
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "init_type", "init_gain")}
         if n_blocks < 0:
             raise ValueError(f"generator.n_blocks={n_blocks} must be >= 0")
+        if n_downsampling < 0:
+            raise ValueError(f"generator.n_downsampling={n_downsampling} must be >= 0")
         self.input_nc, self.output_nc, self.ngf, self.n_blocks = input_nc, output_nc, ngf, n_blocks
+        self.n_downsampling = n_downsampling
         norm_layer = get_norm_layer(norm)
         use_bias = norm == "instance" or norm == "none"
         model: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=use_bias),
                                   norm_layer(ngf), nn.ReLU(True)]
-        for i in range(2):  # downsampling
+        for i in range(n_downsampling):  # downsampling
             c_in, c_out = ngf * 2**i, ngf * 2 ** (i + 1)
             if antialias:
                 model += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=use_bias), norm_layer(c_out), nn.ReLU(True),
@@ -91,10 +97,10 @@ class ResnetGenerator(nn.Module):
             else:
                 model += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=use_bias), norm_layer(c_out),
                           nn.ReLU(True)]
-        dim = ngf * 4
+        dim = ngf * 2**n_downsampling
         model += [ResnetBlock(dim, padding_type, norm_layer, use_dropout, use_bias) for _ in range(n_blocks)]
-        for i in range(2):  # upsampling
-            c_in, c_out = ngf * 2 ** (2 - i), ngf * 2 ** (1 - i)
+        for i in range(n_downsampling):  # upsampling
+            c_in, c_out = ngf * 2 ** (n_downsampling - i), ngf * 2 ** (n_downsampling - 1 - i)
             if antialias_up:
                 model += [Upsample(c_in), nn.Conv2d(c_in, c_out, 3, padding=1, bias=use_bias), norm_layer(c_out),
                           nn.ReLU(True)]
