@@ -37,12 +37,14 @@ from i2i.data.sampler import derive_seed
 from i2i.data.unaligned import UnpairedDataset
 
 MANIFEST = "manifest.json"
-GENERATOR_VERSION = 3
-SATURATION_THRESHOLD = 40  # of 255: background has 0, every blob pixel > 80
+GENERATOR_VERSION = 4
 BACKGROUND_LEVEL = 128  # gray level of every background (both domains)
 BACKGROUND_GRAIN = 0  # uniform per-pixel grain of the background, +-levels (0: flat)
 STRIPE_PERIOD = 8  # px: domain B's stripes are horizontal bands of STRIPE_PERIOD / 2 light + dark rows
-SATURATION, VALUE, DARK_FACTOR = 0.85, 0.9, 0.45  # HSV of the flat fill / light stripe; dark stripe value factor
+SATURATION, VALUE, DARK_FACTOR = 0.85, 0.9, 0.6  # HSV of the flat fill / light stripe; dark stripe value factor
+#: of 255, on max - min: the background has 0, the flat fill and light stripes 196, the dark stripes 118. Half of the
+#: least saturated fill: a soft edge is read at its midpoint, and a too dark stripe keeps a margin to the background
+SATURATION_THRESHOLD = 59
 PALETTE_HUES = np.arange(6) / 6.0  # red, yellow, green, cyan, blue, magenta
 HUE_JITTER = 1.0 / 48  # +- 7.5 degrees around the palette hue
 SHAPES = ("circle", "square", "triangle")
