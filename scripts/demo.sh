@@ -21,7 +21,7 @@ python -m i2i.utils.demo_figure results/demo results/demo/demo.png
 end=$(date +%s)
 echo
 echo "Demo finished in $(( end - start )) s (plus $(( start - t0 )) s of setup)."
-echo "  training run:   checkpoints/demo/   (samples/: real A | fake B | real B | identity B; tensorboard --logdir checkpoints/demo/tb)"
+echo "  training run:   checkpoints/demo/   (samples/: real A | fake B | real B; tensorboard --logdir checkpoints/demo/tb)"
 echo "  translations:   results/demo/fake_B/*.png   gallery: results/demo/index.html"
 echo "  summary figure: results/demo/demo.png   (inputs on top, translations below, criteria as the caption)"
 echo "  criteria:       results/demo/criteria.json"
